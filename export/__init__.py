@@ -1,0 +1,1 @@
+"""Model export tools: ``python -m export.onnx`` (ONNX) and, later, ``python -m export.trt``."""

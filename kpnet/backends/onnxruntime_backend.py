@@ -1,0 +1,135 @@
+"""ONNX Runtime backend for .onnx models, with explicit execution providers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._deps import require
+from ..errors import ModelLoadError, ProviderUnavailableError
+from .base import BackendInfo, BackendOutput, BaseBackend, parse_metadata
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+}
+ProviderSpec = str | tuple[str, dict[str, Any]]
+
+
+def resolve_providers(providers: Sequence[ProviderSpec] | None, available: Sequence[str]) -> list[ProviderSpec]:
+    """Map aliases to ONNX Runtime provider names and check each is available; never fall back."""
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [providers]
+    out: list[ProviderSpec] = []
+    for p in providers:
+        name, opts = (p if isinstance(p, tuple) else (p, None))
+        full = PROVIDER_ALIASES.get(str(name).lower(), name)
+        if full not in available:
+            hint = ""
+            if full in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+                hint = " Install the GPU runtime with: pip install 'kpnet[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU."
+            raise ProviderUnavailableError(
+                f"ONNX Runtime provider {name!r} ({full}) is not available; available here: "
+                f"{', '.join(available)}.{hint}"
+            )
+        out.append((full, opts) if opts else full)
+    return out
+
+
+class OnnxRuntimeBackend(BaseBackend):
+    """Runs an exported kpnet .onnx model in an ONNX Runtime InferenceSession.
+
+    ``run`` is thread-safe: ONNX Runtime allows concurrent ``InferenceSession.run`` calls.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        providers: Sequence[ProviderSpec] | None = None,
+        threads: int | None = None,
+        optimized_model_path: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        ort = require("onnxruntime")
+        chosen = resolve_providers(providers, ort.get_available_providers())
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            if not isinstance(threads, int) or threads < 1:
+                raise ValueError(f"threads must be a positive int, got {threads!r}")
+            so.intra_op_num_threads = threads
+        if optimized_model_path is not None:
+            so.optimized_model_filepath = str(optimized_model_path)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=so, providers=chosen)
+        except Exception as exc:  # ORT raises its own pybind exception types
+            raise ModelLoadError(
+                f"ONNX Runtime cannot load {path}: {type(exc).__name__}: {str(exc)[:300]}. The file is "
+                "corrupt or not an ONNX model; re-export it with `python -m export.onnx`."
+            ) from exc
+        wanted = [p if isinstance(p, str) else p[0] for p in chosen]
+        used = self.session.get_providers()
+        missing = [p for p in wanted if p not in used]
+        if missing:
+            # ORT drops a provider whose libraries fail to load (e.g. CUDA/cuDNN); refuse that.
+            raise ProviderUnavailableError(
+                f"ONNX Runtime could not enable {', '.join(missing)} for {path} (session uses "
+                f"{', '.join(used)}); check the CUDA/cuDNN/TensorRT libraries or request 'cpu'"
+            )
+        inp = self.session.get_inputs()[0]
+        self._input_name = inp.name
+        shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+        if len(shape) != 4:
+            raise ModelLoadError(f"{path}: input '{inp.name}' has shape {inp.shape}; a kpnet model takes [B, 1, H, W]")
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        size, in_graph, decode = parse_metadata(meta)
+        if shape[2] is not None and shape[3] is not None:
+            size = (shape[2], shape[3])
+        if size is None:
+            raise ModelLoadError(
+                f"{path} has dynamic height/width and no '{'kpnet_input_size'}' metadata; "
+                "re-export it with `python -m export.onnx`"
+            )
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        expected = ["keypoints", "scores", "counts"] if in_graph else ["heatmap"]
+        if self._outputs != expected:
+            raise ModelLoadError(f"{path}: outputs {self._outputs}, expected {expected} for a kpnet model")
+        precision = meta.get("kpnet_precision", "fp32")
+        intra = so.intra_op_num_threads or None
+        self.info = BackendInfo(
+            name="onnxruntime",
+            model_path=str(path),
+            input_shape=(shape[0], 1, shape[2], shape[3]),
+            input_size=size,
+            device=",".join(used),
+            precision=precision,
+            postprocess_in_graph=in_graph,
+            decode=decode,
+            threads=intra,
+            metadata=meta,
+        )
+
+    def _run_impl(self, batch: np.ndarray) -> BackendOutput:
+        outs = self.session.run(self._outputs, {self._input_name: batch})
+        if self.info.postprocess_in_graph:
+            kp, sc, n = outs
+            return BackendOutput(keypoints=kp, scores=sc, counts=n.astype(np.int64))
+        return BackendOutput(heatmap=outs[0])
+
+    def _close_impl(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+def describe(meta: dict[str, str]) -> str:
+    return json.dumps(meta, indent=2, sort_keys=True)

