@@ -1,0 +1,335 @@
+"""Build a label cache: ``python -m training.labels IMAGE_DIR --out CACHE``.
+
+Phase 1 stores, for each image at the training resolution, the teacher's
+keypoints and scores. Phase 2 adds ``--pairs-per-image`` random homographies
+with the teacher keypoints matched between the image and its warped copy.
+The run is resumable (finished entries are skipped; files are written
+atomically), shows a progress bar with rate and ETA, can use several worker
+processes, and records config, teacher settings, image list and skipped
+images in ``manifest.json``. See :mod:`training.cache` for the format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ._deps import require
+from .cache import (
+    ENTRIES,
+    FORMAT,
+    MANIFEST,
+    VERSION,
+    CacheConfig,
+    check_config,
+    entry_key,
+    image_seed,
+    parse_size,
+    read_manifest,
+    write_entry,
+    write_manifest,
+)
+from .homography import sample_homography, warp_image
+from .images import ImageSkipped, list_images, load_gray
+from .matching import MATCHERS, PairMatcher
+from .teachers import TEACHERS, build_teacher
+
+MANIFEST_EVERY = 50  # images between manifest checkpoints
+
+
+class Labeller:
+    """Labels one image at a time with a teacher and a pair matcher (one per process)."""
+
+    def __init__(self, config: CacheConfig) -> None:
+        self.config = config
+        self.torch = require("torch")
+        uses_lightglue = config.pairs_per_image > 0 and config.match.matcher == "lightglue"
+        self.teacher = build_teacher(config.teacher, for_lightglue=uses_lightglue)
+        self.matcher = PairMatcher(config.match, self.teacher) if config.pairs_per_image > 0 else None
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "teacher": self.teacher.settings(),
+            "matcher": self.matcher.settings() if self.matcher is not None else None,
+        }
+
+    def label(self, gray: np.ndarray, relpath: str) -> dict[str, np.ndarray]:
+        """All arrays of one cache entry for a uint8 ``[H, W]`` image."""
+        torch = self.torch
+        cfg = self.config
+        size = cfg.size
+        x = torch.from_numpy(gray).float().div_(255.0)[None, None]
+        rng = np.random.default_rng(image_seed(cfg.seed, relpath))
+        hs = np.stack([sample_homography(size, cfg.homography, rng) for _ in range(cfg.pairs_per_image)]) if cfg.pairs_per_image else np.zeros((0, 3, 3))
+        batch = x
+        if len(hs):
+            warped = warp_image(x.expand(len(hs), -1, -1, -1), torch.from_numpy(hs).float())
+            batch = torch.cat([x, warped], dim=0)
+        feats = self.teacher.detect(batch)
+        k0, k1, splits = [], [], [0]
+        for p, H in enumerate(hs):
+            m = self.matcher(feats[0], feats[p + 1], H, size, size)
+            k0.append(m.kpts0)
+            k1.append(m.kpts1)
+            splits.append(splits[-1] + len(m))
+        arrays = {
+            "source": np.array(relpath),
+            "image": gray,
+            "keypoints": feats[0].keypoints.numpy().astype(np.float32),
+            "scores": feats[0].scores.numpy().astype(np.float32),
+            "homographies": hs.astype(np.float64),
+            "match_kpts0": np.concatenate(k0).astype(np.float32) if k0 else np.zeros((0, 2), np.float32),
+            "match_kpts1": np.concatenate(k1).astype(np.float32) if k1 else np.zeros((0, 2), np.float32),
+            "match_splits": np.array(splits, np.int64),
+        }
+        if cfg.store_dense:
+            dense = self.teacher.dense_map(x)[0].clamp(0, 1).numpy()
+            arrays["dense"] = np.rint(dense * 255).astype(np.uint8)
+        return arrays
+
+
+# -------------------------------------------------------------- per-process worker state
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: CacheConfig, image_root: str, cache_root: str, one_thread: bool = True) -> None:
+    if one_thread:  # worker processes share the cores; one intra-op thread each
+        require("torch").set_num_threads(1)
+    _WORKER.update(labeller=Labeller(config), image_root=Path(image_root), cache_root=Path(cache_root))
+
+
+def _process(relpath: str) -> tuple[str, str, Any]:
+    """Label one image and write its entry. Returns ``(relpath, 'ok'|'skipped', info)``."""
+    labeller: Labeller = _WORKER["labeller"]
+    try:
+        gray = load_gray(_WORKER["image_root"] / relpath, labeller.config.size, labeller.config.min_side)
+    except ImageSkipped as exc:
+        return relpath, "skipped", str(exc)
+    arrays = labeller.label(gray, relpath)
+    write_entry(_WORKER["cache_root"] / ENTRIES / f"{entry_key(relpath)}.npz", arrays)
+    return relpath, "ok", {"keypoints": int(len(arrays["keypoints"])), "matches": int(len(arrays["match_kpts0"]))}
+
+
+# -------------------------------------------------------------- the run
+
+
+def _clean_partial(entries: Path) -> int:
+    n = 0
+    for tmp in entries.glob("*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def build_cache(
+    image_dir: str | Path,
+    out: str | Path,
+    config: CacheConfig,
+    workers: int = 1,
+    limit: Optional[int] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build or resume a label cache.
+
+    Args:
+        image_dir: folder searched recursively for jpg/png/ppm images.
+        out: cache directory (created if needed).
+        config: the labelling configuration; must match an existing cache's.
+        workers: worker processes (1: label in this process).
+        limit: use only the first ``limit`` images (sorted by path).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The final manifest, with ``stats`` of this run (``labelled``,
+        ``resumed`` (already done), ``skipped``, ``seconds``, ``images_per_s``).
+
+    Raises:
+        CacheMismatchError: ``out`` holds a cache built with another config or image list.
+    """
+    tqdm = require("tqdm").tqdm
+    image_dir, out = Path(image_dir), Path(out)
+    images = list_images(image_dir)
+    if limit is not None:
+        images = images[: max(0, int(limit))]
+    entries = out / ENTRIES
+    entries.mkdir(parents=True, exist_ok=True)
+    _clean_partial(entries)
+
+    skipped: dict[str, str] = {}
+    if (out / MANIFEST).is_file():
+        old = read_manifest(out)
+        check_config(old, config, where=str(out))
+        if old["images"] != images:
+            raise ValueError(
+                f"label cache {out} was built from a different image list ({len(old['images'])} images, now "
+                f"{len(images)}); use the same IMAGE_DIR and --limit, or a new --out folder"
+            )
+        skipped = dict(old.get("skipped", {}))
+
+    todo = [p for p in images if not (entries / f"{entry_key(p)}.npz").is_file() and p not in skipped]
+    resumed = len(images) - len(todo) - len(skipped)
+
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_dict(),
+        "teacher_settings": None,
+        "image_root": str(image_dir.resolve()),
+        "images": images,
+        "skipped": skipped,
+        "complete": False,
+    }
+
+    labelled = 0
+    kp_total = match_total = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", desc=f"labelling ({config.teacher.name})", disable=not progress, dynamic_ncols=True)
+
+    def handle(result: tuple[str, str, Any]) -> None:
+        nonlocal labelled, kp_total, match_total
+        relpath, status, info = result
+        if status == "skipped":
+            skipped[relpath] = info
+            bar.write(f"skipped {relpath}: {info}")
+        else:
+            labelled += 1
+            kp_total += info["keypoints"]
+            match_total += info["matches"]
+            bar.set_postfix(kpts=kp_total // max(labelled, 1), matches=match_total // max(labelled, 1), refresh=False)
+        bar.update(1)
+        if (labelled + len(skipped)) % MANIFEST_EVERY == 0:
+            write_manifest(out, manifest)
+
+    try:
+        if workers <= 1:
+            if not _WORKER or _WORKER["labeller"].config != config:
+                _init_worker(config, str(image_dir), str(out), one_thread=False)
+            _WORKER.update(image_root=image_dir, cache_root=out)
+            manifest["teacher_settings"] = _WORKER["labeller"].settings()
+            write_manifest(out, manifest)
+            for relpath in todo:
+                handle(_process(relpath))
+        else:
+            import multiprocessing as mp
+
+            # settings come from a throwaway labeller in this process (cheap to build)
+            manifest["teacher_settings"] = Labeller(config).settings()
+            write_manifest(out, manifest)
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(config, str(image_dir), str(out))) as pool:
+                for result in pool.imap_unordered(_process, todo, chunksize=1):
+                    handle(result)
+    finally:
+        bar.close()
+        seconds = time.perf_counter() - t0
+        done = all((entries / f"{entry_key(p)}.npz").is_file() or p in skipped for p in images)
+        manifest["complete"] = bool(done)
+        manifest["stats"] = {
+            "labelled": labelled,
+            "resumed": resumed,
+            "skipped": len(skipped),
+            "seconds": round(seconds, 3),
+            "images_per_s": round(labelled / seconds, 3) if labelled and seconds > 0 else None,
+            "mean_keypoints": round(kp_total / labelled, 1) if labelled else None,
+            "mean_matches_per_image": round(match_total / labelled, 1) if labelled else None,
+        }
+        write_manifest(out, manifest)
+    return manifest
+
+
+# -------------------------------------------------------------- CLI
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.labels",
+        description="Label images with a frozen teacher into a resumable cache (phase 1 keypoints, phase 2 matched pairs).",
+    )
+    p.add_argument("image_dir", help="folder of training images (searched recursively; jpg/png/ppm)")
+    p.add_argument("--out", required=True, help="cache directory (created; resumed if it exists)")
+    p.add_argument("--config", help="YAML/JSON file with CacheConfig fields (teacher, match, homography, size, ...); flags override it")
+    p.add_argument("--teacher", help=f"teacher: {', '.join(TEACHERS)} (default aliked-n16)")
+    p.add_argument("--teacher-weights", help="weights file (required for superpoint)")
+    p.add_argument("--max-keypoints", type=int, help="teacher top-k per image (default 1024)")
+    p.add_argument("--matcher", help=f"pair matcher: {', '.join(MATCHERS)} (default lightglue)")
+    p.add_argument("--matcher-weights", help="LightGlue weights file (needed for superpoint + lightglue)")
+    p.add_argument("--epsilon", type=float, help="max reprojection error in px for kept matches (default 3)")
+    p.add_argument("--pairs-per-image", type=int, help="homographic pairs per image, 0 for phase 1 only (default 2)")
+    p.add_argument("--size", help="training resolution WIDTHxHEIGHT, multiples of 8 (default 320x240)")
+    p.add_argument("--seed", type=int, help="base random seed (default 0)")
+    p.add_argument("--dense", action="store_true", help="also store the teacher's dense score map")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--limit", type=int, help="label only the first N images")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> CacheConfig:
+    """Merge ``--config`` with the flags into a validated :class:`CacheConfig`."""
+    data: dict[str, Any] = {}
+    if args.config:
+        text = Path(args.config).read_text("utf-8")
+        data = json.loads(text) if args.config.endswith(".json") else (require("yaml").safe_load(text) or {})
+    base = CacheConfig.from_dict(data)
+    teacher = base.teacher
+    if args.teacher or args.teacher_weights or args.max_keypoints:
+        changes = {"name": args.teacher or teacher.name, "weights": args.teacher_weights or (teacher.weights if not args.teacher else None)}
+        if args.teacher and args.teacher != teacher.name:
+            changes.update(detection_threshold=None, nms_radius=None)
+        if args.max_keypoints:
+            changes["max_keypoints"] = args.max_keypoints
+        teacher = replace(teacher, **changes)
+    match = base.match
+    if args.matcher or args.matcher_weights or args.epsilon is not None:
+        match = replace(
+            match,
+            matcher=args.matcher or match.matcher,
+            lightglue_weights=args.matcher_weights or match.lightglue_weights,
+            epsilon=args.epsilon if args.epsilon is not None else match.epsilon,
+        )
+    return replace(
+        base,
+        teacher=teacher,
+        match=match,
+        size=parse_size(args.size) if args.size else base.size,
+        pairs_per_image=args.pairs_per_image if args.pairs_per_image is not None else base.pairs_per_image,
+        seed=args.seed if args.seed is not None else base.seed,
+        store_dense=args.dense or base.store_dense,
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1; got {args.workers}")
+    try:
+        manifest = build_cache(args.image_dir, args.out, config, workers=args.workers, limit=args.limit, progress=not args.no_progress)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s = manifest["stats"]
+    print(
+        f"cache {args.out}: {s['labelled']} labelled, {s['resumed']} already done, {s['skipped']} skipped; "
+        f"{s['images_per_s']} images/s; mean {s['mean_keypoints']} keypoints, {s['mean_matches_per_image']} matches/image; "
+        f"complete={manifest['complete']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("KMP_WARNINGS", "0")
+    sys.exit(main())
