@@ -1,0 +1,350 @@
+"""Latency benchmark: kpnet models against classical and learned detectors, per stage.
+
+    python benchmarks/latency.py                                  # models/*.onnx + baselines
+    python benchmarks/latency.py --models models/kpnet-small.onnx --baselines orb,gftt --threads 2
+    python benchmarks/latency.py --profile                        # + ONNX Runtime node profile
+
+Every entry runs in its own process (so peak memory is its own and thread pools do not
+interfere), warms up, then times pre-processing, network and post-processing separately and
+the whole `detect` call end to end. It prints a markdown table and writes JSON + markdown to
+--out. Timings are wall-clock medians and percentiles over --runs iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINES = ("orb", "fast", "gftt", "harris", "sift", "superpoint-arch", "aliked-n16", "aliked-t16", "xfeat")
+DEFAULT_BASELINES = "orb,fast,gftt,superpoint-arch,aliked-n16,xfeat"
+
+
+# --------------------------------------------------------------------------- timing helpers
+def _stats(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {
+        "median": float(np.median(a)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+    }
+
+
+def _time_stages(pre: Callable[[], Any], net: Callable[[Any], Any], post: Callable[[Any], Any], total: Callable[[], Any], warmup: int, runs: int) -> dict[str, Any]:
+    for _ in range(warmup):
+        post(net(pre()))
+        total()
+    t_pre, t_net, t_post, t_tot = [], [], [], []
+    n = 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        x = pre()
+        t1 = time.perf_counter()
+        y = net(x)
+        t2 = time.perf_counter()
+        k = post(y)
+        t3 = time.perf_counter()
+        t_pre.append((t1 - t0) * 1e3)
+        t_net.append((t2 - t1) * 1e3)
+        t_post.append((t3 - t2) * 1e3)
+        n = len(k)
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        total()
+        t_tot.append((time.perf_counter() - t0) * 1e3)
+    return {"pre": _stats(t_pre), "net": _stats(t_net), "post": _stats(t_post), "total": _stats(t_tot), "keypoints": n}
+
+
+def _gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    g = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    return cv2.resize(g, size, interpolation=cv2.INTER_AREA) if g.shape[::-1] != size else g
+
+
+# --------------------------------------------------------------------------- runners
+def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
+    from kpnet import KeypointDetector
+    from kpnet.preprocess import prepare
+
+    w, h = a["size"]
+    det = KeypointDetector(path, max_keypoints=a["k"], threads=a["threads"])
+    if det.input_size != (h, w):
+        raise ValueError(f"{path} runs at {det.input_size[1]}x{det.input_size[0]}, not the benchmark size {w}x{h}")
+    r = _time_stages(
+        lambda: prepare(image, det.input_size),
+        lambda p: (det.backend.run(p[0][None, None]), p[1]),
+        lambda o: det._decode(o[0], 0, o[1]),
+        lambda: det.detect(image),
+        a["warmup"],
+        a["runs"],
+    )
+    info = det.info
+    r.update(backend=f"{info.name} ({info.device}, {info.precision})", threads=info.threads)
+    return r
+
+
+def run_opencv(name: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
+    import cv2
+
+    cv2.setNumThreads(a["threads"])
+    k = a["k"]
+    size = a["size"]
+    if name == "orb":
+        d = cv2.ORB_create(nfeatures=k)
+        net = lambda g: d.detect(g, None)  # noqa: E731 - ORB keeps its own top-k (Harris score)
+        post = lambda kps: kps  # noqa: E731
+    elif name in ("fast", "sift"):
+        d = cv2.FastFeatureDetector_create(threshold=20) if name == "fast" else cv2.SIFT_create()
+        net = lambda g: d.detect(g, None)  # noqa: E731
+        post = lambda kps: sorted(kps, key=lambda p: -p.response)[:k]  # noqa: E731
+    else:  # gftt / harris
+        harris = name == "harris"
+        net = lambda g: cv2.goodFeaturesToTrack(g, maxCorners=k, qualityLevel=0.01, minDistance=4, useHarrisDetector=harris)  # noqa: E731
+        post = lambda pts: np.zeros((0, 2)) if pts is None else pts.reshape(-1, 2)  # noqa: E731
+    r = _time_stages(lambda: _gray(image, size), net, post, lambda: post(net(_gray(image, size))), a["warmup"], a["runs"])
+    r.update(backend=f"OpenCV {cv2.__version__}", threads=a["threads"])
+    return r
+
+
+def run_superpoint_arch(image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
+    """SuperPoint's architecture (random weights: latency only) under ONNX Runtime, full
+    network (detector + descriptor heads), host decoding as in SuperPoint."""
+    import torch
+
+    from kpnet.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: F401 (session opts below)
+    from kpnet.config import DecodeConfig
+    from kpnet.postprocess import decode
+    from training.teachers.superpoint import SuperPointNet
+
+    import onnxruntime as ort
+
+    w, h = a["size"]
+    net_t = SuperPointNet().eval()
+    tmp = Path(tempfile.mkdtemp()) / "superpoint.onnx"
+    torch.onnx.export(net_t, (torch.rand(1, 1, h, w),), str(tmp), dynamo=False, input_names=["image"], output_names=["logits", "descriptors"], opset_version=17)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = a["threads"]
+    sess = ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
+    cfg = DecodeConfig(max_keypoints=a["k"], nms_radius=4, threshold=0.005, border=4)
+
+    def pre():
+        return (_gray(image, (w, h)).astype(np.float32) / 255.0)[None, None]
+
+    def net(x):
+        return sess.run(None, {"image": x})
+
+    def post(o):
+        logits = o[0][0]
+        e = np.exp(logits - logits.max(axis=0, keepdims=True))
+        p = (e / e.sum(axis=0, keepdims=True))[:64]
+        hc, wc = p.shape[1:]
+        prob = p.reshape(8, 8, hc, wc).transpose(2, 0, 3, 1).reshape(hc * 8, wc * 8)
+        return decode(prob, cfg, logits=False)[0]
+
+    r = _time_stages(pre, net, post, lambda: post(net(pre())), a["warmup"], a["runs"])
+    r.update(backend=f"onnxruntime {ort.__version__} (CPU, fp32), random weights", threads=a["threads"])
+    return r
+
+
+def run_aliked(name: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from training.teachers.aliked import ALIKEDTeacher
+
+    torch.set_num_threads(a["threads"])
+    w, h = a["size"]
+    t = ALIKEDTeacher(name, max_keypoints=a["k"])
+
+    def pre():
+        return torch.from_numpy(_gray(image, (w, h)).astype(np.float32) / 255.0)[None, None]
+
+    r = _time_stages(pre, lambda x: t.detect(x), lambda f: f[0].keypoints, lambda: t.detect(pre()), a["warmup"], a["runs"])
+    r.update(backend=f"torch {torch.__version__} (CPU, fp32), shipped weights", threads=a["threads"])
+    return r
+
+
+def _child(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
+    import cv2
+
+    try:
+        image = cv2.imread(a["image"], cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"cannot read {a['image']}")
+        image = cv2.resize(image, tuple(a["size"]), interpolation=cv2.INTER_AREA)
+        if kind == "model":
+            r = run_kpnet(target, image, a)
+        elif target in ("orb", "fast", "gftt", "harris", "sift"):
+            r = run_opencv(target, image, a)
+        elif target == "superpoint-arch":
+            r = run_superpoint_arch(image, a)
+        elif target.startswith("aliked"):
+            r = run_aliked(target, image, a)
+        else:
+            raise ValueError(f"unknown baseline {target!r}")
+        r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return r
+    except Exception as exc:  # reported in the table, the benchmark goes on
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def run_isolated(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
+    """Run one entry in a fresh interpreter; its last stdout line is the JSON result."""
+    if target == "xfeat":
+        return {"error": "not run: XFeat is not installable offline here (no package or weights on this machine's registries)"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps([kind, target, a])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return {"error": f"child failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"}
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------- profile
+def profile_onnx(path: str, a: dict[str, Any], top: int = 10) -> list[dict[str, Any]]:
+    """ONNX Runtime profile of the network alone: time per node, slowest first."""
+    import onnxruntime as ort
+
+    w, h = a["size"]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = a["threads"]
+    so.enable_profiling = True
+    so.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
+    for _ in range(a["warmup"]):
+        sess.run(None, {sess.get_inputs()[0].name: x})
+    runs = max(10, a["runs"] // 2)
+    for _ in range(runs):
+        sess.run(None, {sess.get_inputs()[0].name: x})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    per: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        name = e["name"][: -len("_kernel_time")]
+        d = per.setdefault(name, {"node": name, "op": e["args"].get("op_name", "?"), "us": 0.0})
+        d["us"] += e["dur"]
+    total = sum(d["us"] for d in per.values()) or 1.0
+    rows = sorted(per.values(), key=lambda d: -d["us"])[:top]
+    for d in rows:
+        d["ms_per_run"] = d["us"] / runs / 1e3
+        d["share"] = d["us"] / total
+        del d["us"]
+    return rows
+
+
+# --------------------------------------------------------------------------- main
+def _fmt(r: dict[str, Any], stage: str) -> str:
+    return f"{r[stage]['median']:.2f}" if stage in r else "-"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| detector | backend | threads | pre ms | net ms | post ms | total ms (median) | total p90 | total p99 | keypoints | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | {r['error']} |  |  |  |  |  |  |  |  |  |")
+            continue
+        lines.append(
+            f"| {r['name']} | {r['backend']} | {r['threads']} | {_fmt(r, 'pre')} | {_fmt(r, 'net')} | {_fmt(r, 'post')} | "
+            f"**{r['total']['median']:.2f}** | {r['total']['p90']:.2f} | {r['total']['p99']:.2f} | {r['keypoints']} | {r['peak_rss_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        kind, target, a = json.loads(argv[1])
+        print(json.dumps(_child(kind, target, a)))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="*", help="kpnet model files (default: models/*.onnx)")
+    p.add_argument("--baselines", default=DEFAULT_BASELINES, help=f"comma-separated, from: {', '.join(BASELINES)}; '' for none")
+    p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every detector (default 2)")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--max-keypoints", "-k", type=int, default=1000)
+    p.add_argument("--image", default=str(ROOT / "examples" / "astronaut.jpg"))
+    p.add_argument("--profile", action="store_true", help="also profile ONNX models node by node")
+    p.add_argument("--out", default="runs/latency", help="folder for latency.json and latency.md")
+    a = p.parse_args(argv)
+
+    w, h = (int(v) for v in a.size.lower().split("x"))
+    models = a.models if a.models is not None else sorted(str(x) for x in (ROOT / "models").glob("*.onnx"))
+    baselines = [b for b in a.baselines.split(",") if b]
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        p.error(f"unknown baselines {unknown}; choose from: {', '.join(BASELINES)}")
+    for m in models:
+        if not Path(m).is_file():
+            p.error(f"model not found: {m}")
+    args = {"size": (w, h), "threads": a.threads, "runs": a.runs, "warmup": a.warmup, "k": a.max_keypoints, "image": a.image}
+
+    import cv2
+    import onnxruntime as ort
+
+    env = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "opencv": cv2.__version__,
+        "size": f"{w}x{h}",
+        "threads": a.threads,
+        "runs": a.runs,
+        "max_keypoints": a.max_keypoints,
+        "image": a.image,
+    }
+    print(f"latency at {w}x{h}, {a.threads} threads, K={a.max_keypoints}, {a.runs} runs after {a.warmup} warm-up; {os.cpu_count()} CPUs", flush=True)
+    results = []
+    for m in models:
+        r = run_isolated("model", m, args)
+        r["name"] = Path(m).name
+        results.append(r)
+        print(f"  {r['name']}: {r['total']['median']:.2f} ms" if "error" not in r else f"  {r['name']}: {r['error']}", flush=True)
+    for b in baselines:
+        r = run_isolated("baseline", b, args)
+        r["name"] = b
+        results.append(r)
+        print(f"  {b}: {r['total']['median']:.2f} ms" if "error" not in r else f"  {b}: {r['error']}", flush=True)
+    md = [f"Latency at {w}x{h}, {a.threads} threads, K={a.max_keypoints}, median of {a.runs} runs ({env['machine']}, {env['cpus']} CPUs)", "", table(results)]
+    profiles = {}
+    if a.profile:
+        for m in models:
+            rows = profile_onnx(m, args)
+            profiles[Path(m).name] = rows
+            md += ["", f"Slowest nodes of {Path(m).name} (ONNX Runtime profiler, network only):", "", "| node | op | ms/run | share |", "|---|---|---|---|"]
+            md += [f"| {r['node']} | {r['op']} | {r['ms_per_run']:.3f} | {100 * r['share']:.1f}% |" for r in rows]
+    text = "\n".join(md)
+    print()
+    print(text)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latency.json").write_text(json.dumps({"env": env, "results": results, "profiles": profiles}, indent=2))
+    (out / "latency.md").write_text(text + "\n")
+    print(f"\nwrote {out / 'latency.json'} and {out / 'latency.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

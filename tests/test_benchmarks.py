@@ -1,0 +1,95 @@
+"""Benchmarks run end to end on tiny synthetic data (numbers are not checked, plumbing is)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _scene(h=240, w=320, seed=0):
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w), 60, np.uint8)
+    for _ in range(30):
+        x, y = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+        cv2.rectangle(img, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), int(rng.integers(100, 255)), -1)
+    return img
+
+
+def _hpatches(tmp_path, ext=".ppm"):
+    seq = tmp_path / "v_synth"
+    seq.mkdir(parents=True)
+    img = _scene()
+    H = np.array([[1.0, 0.02, 12.0], [-0.01, 1.0, 7.0], [0, 0, 1]])
+    img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)  # .ppm needs 3 channels, like HPatches
+    cv2.imwrite(str(seq / f"1{ext}"), img)
+    cv2.imwrite(str(seq / f"2{ext}"), cv2.warpPerspective(img, H, (320, 240)))
+    np.savetxt(seq / "H_1_2", H)
+    (tmp_path / "i_other").mkdir()
+    cv2.imwrite(str(tmp_path / "i_other" / f"1{ext}"), img)
+    cv2.imwrite(str(tmp_path / "i_other" / f"2{ext}"), img)
+    np.savetxt(tmp_path / "i_other" / "H_1_2", np.eye(3))
+    return H
+
+
+def test_hpatches_layout_and_resized_homography(tmp_path):
+    acc = _load("accuracy")
+    H = _hpatches(tmp_path)
+    pairs = acc.load_pairs(tmp_path, (640, 480))
+    assert [p.seq for p in pairs] == ["i_other", "v_synth"]
+    p = pairs[1]
+    assert p.img1.shape == (480, 640)
+    # A point mapped in original pixels must agree with the resized H after rescaling.
+    x = np.array([[100.0, 50.0]])
+    orig = acc.warp_points(x, H)
+    scaled = acc.warp_points((x + 0.5) * 2 - 0.5, p.H)
+    np.testing.assert_allclose(scaled, (orig + 0.5) * 2 - 0.5, atol=1e-6)
+    assert [q.seq for q in acc.load_pairs(tmp_path, (640, 480), split="v")] == ["v_synth"]
+
+
+def test_perfect_detector_scores_one(tmp_path):
+    acc = _load("accuracy")
+    _hpatches(tmp_path)
+    p = acc.load_pairs(tmp_path, (320, 240), split="v")[0]
+    pts = cv2.goodFeaturesToTrack(p.img1, 200, 0.01, 5).reshape(-1, 2)
+    w = acc.warp_points(pts, p.H)
+    ok = (w[:, 0] > 0) & (w[:, 0] < 319) & (w[:, 1] > 0) & (w[:, 1] < 239)  # a real detector stays in the image
+    r = acc.evaluate_pair(p, pts[ok], w[ok].astype(np.float32))
+    assert r["rep@1"] == 1.0 and r["loc_err"] < 1e-4
+    assert r["H@3"] == 1.0 and r["corner_err"] < 1.0
+
+
+def test_accuracy_cli(tmp_path, tiny_onnx, capsys):
+    acc = _load("accuracy")
+    _hpatches(tmp_path / "data", ext=".png")
+    out = tmp_path / "out"
+    assert acc.main([str(tmp_path / "data"), "--model", str(tiny_onnx), "--baselines", "orb,gftt", "--k", "50", "--out", str(out), "--threads", "1"]) == 0
+    res = json.loads((out / "accuracy.json").read_text())
+    assert set(res["detectors"]) == {"tiny.onnx", "orb", "gftt"}
+    assert "SIFT" in res["settings"]["descriptor"]
+    assert "| gftt | 50 |" in (out / "accuracy.md").read_text()
+    assert acc.main([str(tmp_path / "missing")]) == 2
+
+
+def test_latency_cli(tmp_path, tiny_onnx):
+    lat = _load("latency")
+    out = tmp_path / "lat"
+    assert lat.main(["--models", str(tiny_onnx), "--baselines", "orb,xfeat", "--size", "160x128", "--runs", "3", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
+    res = json.loads((out / "latency.json").read_text())
+    names = [r["name"] for r in res["results"]]
+    assert names == ["tiny.onnx", "orb", "xfeat"]
+    r = res["results"][0]
+    assert r["total"]["median"] > 0 and r["net"]["median"] > 0 and r["keypoints"] > 0 and r["threads"] == 1
+    assert "not run" in res["results"][2]["error"]
