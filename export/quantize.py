@@ -1,0 +1,148 @@
+"""Static INT8 quantisation of an exported kpnet ONNX model (ONNX Runtime, QDQ format).
+
+    python -m export.quantize models/kpnet-small.onnx -o models/kpnet-small.int8.onnx --calib ../shared/data/train --num 64
+
+Calibration images are resized to the model's input size exactly as the runtime does. After
+quantising, the int8 model is compared with the fp32 model on held-out calibration-style
+images and the keypoint agreement and heatmap error are printed. The decoding head and the
+bicubic upsampling stay in fp32 (``--keep-fp32``), since quantising the last layers costs
+keypoint accuracy for almost no speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from kpnet._deps import require
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp"}
+
+
+def list_images(folder: str | Path, limit: int) -> list[Path]:
+    """Up to ``limit`` images under ``folder`` (recursive), spread evenly over the sorted list."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise FileNotFoundError(f"no images (jpg/png/ppm/bmp) under {folder}")
+    idx = np.linspace(0, len(files) - 1, num=min(limit, len(files))).round().astype(int)
+    return [files[i] for i in sorted(set(idx))]
+
+
+def load_batch(paths: list[Path], size_hw: tuple[int, int]) -> list[np.ndarray]:
+    import cv2
+
+    from kpnet.preprocess import prepare
+
+    out = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is not None:
+            out.append(prepare(img, size_hw)[0][None, None])
+    return out
+
+
+def quantize(src: str | Path, dst: str | Path, calib: list[np.ndarray], keep_fp32_tail: bool = True, per_channel: bool = True) -> list[str]:
+    """Write an INT8 QDQ copy of ``src`` calibrated on ``calib`` ([1,1,H,W] float32 arrays).
+    Returns the names of the nodes kept in fp32."""
+    onnx = require("onnx")
+    require("onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(calib)
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"image": x}
+
+    model = onnx.load(str(src))
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get("kpnet_postprocess") == "true":
+        raise ValueError(f"{src} has post-processing inside; quantise the heatmap-only export instead")
+    keep: list[str] = []
+    if keep_fp32_tail:
+        # The output head: everything after the last backbone/FPN layer output is small
+        # but sensitive (1-channel logits, bicubic kernel, DepthToSpace).
+        names = [n.name for n in model.graph.node]
+        ops = [n.op_type for n in model.graph.node]
+        tail_start = max(i for i, op in enumerate(ops) if op == "DepthToSpace")
+        # Walk back to the head's first 1x1 conv on the highest-resolution FPN level.
+        head_convs = [i for i, n in enumerate(model.graph.node) if n.op_type == "Conv" and any(init.name == n.input[1] and list(init.dims)[:2] == [1, init.dims[1]] and init.dims[2:] == [1, 1] for init in model.graph.initializer)]
+        start = min(head_convs) if head_convs else tail_start
+        keep = [names[i] for i in range(start, len(names)) if ops[i] in ("Conv", "Resize", "Add", "Pad", "DepthToSpace", "Reshape", "Mul")]
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=keep,
+        )
+    out = onnx.load(str(dst))
+    del out.metadata_props[:]
+    for k, v in {**meta, "kpnet_precision": "int8"}.items():
+        e = out.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.save(out, str(dst))
+    return keep
+
+
+def compare(fp32: str | Path, int8: str | Path, images: list[np.ndarray], k: int = 1000) -> dict[str, float]:
+    """Keypoint agreement (within 1 px) and heatmap logit error of int8 vs fp32."""
+    from export.onnx import keypoint_agreement
+    from kpnet.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from kpnet.config import DecodeConfig
+    from kpnet.postprocess import decode
+
+    cfg = DecodeConfig(max_keypoints=k)
+    agree, err = [], []
+    with OnnxRuntimeBackend(fp32) as a, OnnxRuntimeBackend(int8) as b:
+        for x in images:
+            ha, hb = a.run(x).heatmap[0, 0], b.run(x).heatmap[0, 0]
+            err.append(float(np.abs(ha - hb).mean()))
+            agree.append(keypoint_agreement(decode(ha, cfg)[0], decode(hb, cfg)[0], tol=1.0)[0])
+    return {"keypoint_agreement_1px": float(np.mean(agree)), "mean_abs_logit_error": float(np.mean(err)), "images": len(images)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__.split("\n")[0])
+    p.add_argument("model", help="fp32 kpnet .onnx (heatmap output)")
+    p.add_argument("-o", "--output", help="output (default: MODEL.int8.onnx)")
+    p.add_argument("--calib", required=True, help="folder of calibration images (recursive)")
+    p.add_argument("--num", type=int, default=64, help="calibration images (default 64)")
+    p.add_argument("--check", type=int, default=16, help="held-out images for the fp32/int8 comparison")
+    p.add_argument("--quantize-tail", action="store_true", help="also quantise the head and upsampling")
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights")
+    a = p.parse_args(argv)
+    try:
+        from kpnet.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        with OnnxRuntimeBackend(a.model) as be:
+            size = be.info.input_size
+        paths = list_images(a.calib, a.num + a.check)
+        calib_paths, check_paths = paths[::2][: a.num], paths[1::2][: a.check]
+        out = Path(a.output) if a.output else Path(a.model).with_suffix(".int8.onnx")
+        kept = quantize(a.model, out, load_batch(calib_paths, size), keep_fp32_tail=not a.quantize_tail, per_channel=not a.per_tensor)
+        report = compare(a.model, out, load_batch(check_paths, size))
+    except Exception as exc:  # CLI boundary
+        print(f"quantize failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); {len(kept)} tail nodes kept in fp32")
+    print(f"int8 vs fp32 on {report['images']} held-out images: keypoint agreement (1 px, K=1000) "
+          f"{100 * report['keypoint_agreement_1px']:.1f}%, mean |logit diff| {report['mean_abs_logit_error']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
