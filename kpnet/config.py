@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 BACKBONES = ("small", "large")
+DISTRIBUTIONS = ("topk", "grid", "anms")
 #: TensorRT's TopK layer caps K at 3840; the in-graph post-processing inherits that limit.
 TENSORRT_MAX_TOPK = 3840
 #: Input height and width must be multiples of the backbone's total stride.
@@ -85,6 +86,13 @@ class DecodeConfig:
         threshold: keep points whose probability is strictly greater than this, in [0, 1).
         border: drop points closer than this many pixels to the heatmap edge.
         subpixel: refine each point with a 3x3 quadratic fit (offset at most 0.5 px per axis).
+        distribution: how the budget is spread over the image: "topk" (highest scores),
+            "grid" (per-cell quotas on a ``grid`` of rows x cols, slack of sparse cells
+            redistributed, as ORB-SLAM's bucketing) or "anms" (adaptive non-maximal
+            suppression: prefer points that are the maximum of a larger neighbourhood).
+        grid: (rows, cols) of the grid distribution.
+        min_distance: minimum distance between returned keypoints in *original image* pixels
+            (``cv2.goodFeaturesToTrack``'s minDistance); 0 = only the NMS radius applies.
     """
 
     max_keypoints: int = 1024
@@ -92,6 +100,9 @@ class DecodeConfig:
     threshold: float = 0.0
     border: int = 4
     subpixel: bool = False
+    distribution: str = "topk"
+    grid: tuple[int, int] = (12, 16)
+    min_distance: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_keypoints", "nms_radius", "border"):
@@ -108,6 +119,23 @@ class DecodeConfig:
             raise ValueError(f"threshold must be a probability in [0, 1), got {self.threshold!r}")
         if not isinstance(self.subpixel, bool):
             raise ValueError(f"subpixel must be a bool, got {self.subpixel!r}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(
+                f"unknown distribution {self.distribution!r}; choose from: {', '.join(DISTRIBUTIONS)}"
+            )
+        g = tuple(self.grid) if isinstance(self.grid, (tuple, list)) else ()
+        if len(g) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in g):
+            raise ValueError(f"grid must be (rows, cols) with two positive ints, got {self.grid!r}")
+        object.__setattr__(self, "grid", (int(g[0]), int(g[1])))
+        if not isinstance(self.min_distance, (int, float)) or isinstance(self.min_distance, bool) or self.min_distance < 0:
+            raise ValueError(f"min_distance must be a number >= 0 (pixels), got {self.min_distance!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["grid"] = list(self.grid)
+        return d
+
+    @property
+    def is_plain_topk(self) -> bool:
+        """True when decoding is plain NMS + top-k (what in-graph decoding implements)."""
+        return self.distribution == "topk" and self.min_distance == 0 and not self.subpixel

@@ -58,21 +58,31 @@ class KeypointDetector:
         threshold: float = _UNSET,
         border: int = _UNSET,
         subpixel: bool = _UNSET,
+        distribution: str = _UNSET,
+        grid: tuple[int, int] = _UNSET,
+        min_distance: float = _UNSET,
         device: str | None = None,
         providers: Sequence[Any] | None = None,
         threads: int | None = None,
+        warmup: int = 1,
     ) -> None:
         requested = {
             k: v
             for k, v in dict(
-                max_keypoints=max_keypoints, nms_radius=nms_radius, threshold=threshold, border=border, subpixel=subpixel
+                max_keypoints=max_keypoints, nms_radius=nms_radius, threshold=threshold, border=border,
+                subpixel=subpixel, distribution=distribution, grid=grid, min_distance=min_distance,
             ).items()
             if v is not _UNSET
         }
         DecodeConfig(**requested)  # validate early, before loading anything
+        if not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be an int >= 0 (runs at construction), got {warmup!r}")
         backend = create_backend(model_path, device=device, providers=providers, threads=threads)
         try:
             self._attach(backend, requested)
+            for _ in range(warmup):
+                # First runs allocate memory and pick kernels; keep that out of the first frame.
+                self.backend.run(np.zeros((1, 1, *self.input_size), np.float32))
         except Exception:
             backend.close()
             raise
@@ -100,6 +110,11 @@ class KeypointDetector:
                     )
             if requested.get("subpixel"):
                 raise ValueError(f"{model_path} decodes inside the graph, which has no sub-pixel refinement")
+            if requested.get("distribution", "topk") != "topk" or requested.get("min_distance", 0) > 0:
+                raise ValueError(
+                    f"{model_path} decodes inside the graph (plain NMS + top-k); distribution='grid'/'anms' "
+                    "and min_distance need the heatmap: use a model exported without --with-postprocess"
+                )
             k = requested.get("max_keypoints", baked.max_keypoints)
             if k > baked.max_keypoints:
                 raise ValueError(
@@ -117,22 +132,34 @@ class KeypointDetector:
         """The backend's :class:`kpnet.backends.BackendInfo`."""
         return self.backend.info
 
-    def detect(self, image: np.ndarray) -> Keypoints:
-        """Detect keypoints in one image (see the class docstring for accepted images)."""
+    def detect(self, image: np.ndarray, mask: np.ndarray | None = None) -> Keypoints:
+        """Detect keypoints in one image (see the class docstring for accepted images).
+
+        mask: optional uint8/bool HxW at the image's size; keypoints only where it is non-zero
+        (``cv2.goodFeaturesToTrack`` semantics).
+        """
         x, rs = prepare(image, self.input_size)
         out = self.backend.run(x[None, None])
-        return self._decode(out, 0, rs)
+        return self._decode(out, 0, rs, mask)
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Keypoints]:
+    def detect_batch(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None = None) -> list[Keypoints]:
         """Detect keypoints in several images, batched through the network when it allows."""
         if not isinstance(images, (list, tuple)) or not images:
             raise ValueError("detect_batch expects a non-empty list of images")
+        if masks is None:
+            masks = [None] * len(images)
+        if len(masks) != len(images):
+            raise ValueError(f"detect_batch got {len(images)} images but {len(masks)} masks")
         prepared = [prepare(im, self.input_size) for im in images]
         if not self.backend.info.dynamic_batch:
-            return [self._decode(self.backend.run(x[None, None]), 0, rs) for x, rs in prepared]
+            return [self._decode(self.backend.run(x[None, None]), 0, rs, m) for (x, rs), m in zip(prepared, masks)]
         batch = np.stack([x for x, _ in prepared])[:, None]
         out = self.backend.run(batch)
-        return [self._decode(out, i, rs) for i, (_, rs) in enumerate(prepared)]
+        return [self._decode(out, i, rs, m) for i, ((_, rs), m) in enumerate(zip(prepared, masks))]
+
+    def as_feature2d(self) -> "Feature2DAdapter":
+        """An object with OpenCV's ``detect(image, mask=None) -> list[cv2.KeyPoint]``."""
+        return Feature2DAdapter(self)
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """Keypoint probability map float32 [H, W] at the model's input size (not the image's)."""
@@ -154,13 +181,63 @@ class KeypointDetector:
         self.close()
 
     # ------------------------------------------------------------------ internals
-    def _decode(self, out, i: int, rs: Resize) -> Keypoints:
+    def _decode(self, out, i: int, rs: Resize, mask: np.ndarray | None = None) -> Keypoints:
+        cfg = self.config
+        orig_mask = None if mask is None else _check_mask(mask, rs.orig_size)
         if out.heatmap is not None:
-            xy, scores = decode(out.heatmap[i, 0], self.config)
+            allowed = None if orig_mask is None else _mask_to_model(orig_mask, rs.model_size)
+            radius = cfg.nms_radius
+            if cfg.min_distance > 0:
+                # Chebyshev NMS radius r in model pixels keeps points > r * scale apart in
+                # original pixels along the separating axis; pick r so that this is >= min_distance.
+                radius = max(radius, int(np.ceil(cfg.min_distance / min(rs.scale))))
+            xy, scores = decode(out.heatmap[i, 0], cfg, allowed=allowed, nms_radius=radius)
         else:
-            n = min(int(out.counts[i]), self.config.max_keypoints)
+            n = min(int(out.counts[i]), cfg.max_keypoints)
             xy = out.keypoints[i, :n].astype(np.float32)
             scores = out.scores[i, :n].astype(np.float32)
-            keep = scores > self.config.threshold
+            keep = scores > cfg.threshold
             xy, scores = xy[keep], scores[keep]
-        return Keypoints(xy=rs.to_original(xy), scores=scores, image_size=rs.orig_size)
+        xy = rs.to_original(xy)
+        if orig_mask is not None and len(xy):
+            # Exact check in original pixels (the model-resolution mask is conservative already).
+            w, h = rs.orig_size
+            xi = np.clip(np.rint(xy[:, 0]).astype(np.int64), 0, w - 1)
+            yi = np.clip(np.rint(xy[:, 1]).astype(np.int64), 0, h - 1)
+            ok = orig_mask[yi, xi]
+            xy, scores = xy[ok], scores[ok]
+        return Keypoints(xy=xy, scores=scores, image_size=rs.orig_size, meta={"size": float(2 * cfg.nms_radius + 1) * float(np.mean(rs.scale))})
+
+
+def _check_mask(mask: object, size: tuple[int, int]) -> np.ndarray:
+    """Validate a detection mask (HxW at the image size, non-zero = allowed) -> bool HxW."""
+    w, h = size
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.shape != (h, w):
+        got = mask.shape if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise ValueError(f"mask must be a 2-D uint8 or bool array of the image's size {h}x{w}, got {got}")
+    if mask.dtype not in (np.uint8, np.bool_):
+        raise ValueError(f"mask dtype must be uint8 or bool (non-zero = allowed), got {mask.dtype}")
+    return mask.astype(bool, copy=False)
+
+
+def _mask_to_model(mask: np.ndarray, model_size: tuple[int, int]) -> np.ndarray:
+    """Original-size bool mask -> model-size bool mask, allowed only where fully allowed."""
+    import cv2
+
+    if mask.shape[::-1] == model_size:
+        return mask
+    area = cv2.resize(mask.astype(np.float32), model_size, interpolation=cv2.INTER_AREA)
+    return area >= 0.999
+
+
+class Feature2DAdapter:
+    """OpenCV-style front: ``detect(image, mask=None) -> list[cv2.KeyPoint]``."""
+
+    def __init__(self, detector: KeypointDetector) -> None:
+        self.detector = detector
+
+    def detect(self, image: np.ndarray, mask: np.ndarray | None = None) -> list:
+        return self.detector.detect(image, mask=mask).to_cv()
+
+    def getDefaultName(self) -> str:  # noqa: N802 - OpenCV naming
+        return "kpnet.KeypointDetector"

@@ -101,12 +101,84 @@ def refine_subpixel(heat: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def decode(heatmap: np.ndarray, config: DecodeConfig, *, logits: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def grid_select(xy: np.ndarray, vals: np.ndarray, shape: tuple[int, int], grid: tuple[int, int], k: int) -> np.ndarray:
+    """Indices of at most k points spread over a rows x cols grid, best-first within cells.
+
+    Each cell gets the same quota q, the smallest that fills the budget given how many
+    candidates each cell has; cells with fewer candidates give their slack to the others.
+    Points with rank q-1 in their cell fill the remainder by score. Vectorised.
+    Returns indices sorted by (score desc, index asc).
+    """
+    n = len(vals)
+    if n <= k:
+        return topk_indices(vals, n)
+    h, w = shape
+    rows, cols = grid
+    cy = np.minimum((xy[:, 1] * rows / h).astype(np.int64), rows - 1)
+    cx = np.minimum((xy[:, 0] * cols / w).astype(np.int64), cols - 1)
+    cell = cy * cols + cx
+    order = np.lexsort((np.arange(n), -vals, cell))  # by cell, then score desc, then index
+    sorted_cell = cell[order]
+    first = np.searchsorted(sorted_cell, sorted_cell, side="left")
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - first
+    counts = np.bincount(cell, minlength=rows * cols)
+    # Smallest quota q with sum(min(count, q)) >= k (taken is monotone in q).
+    lo, hi = 1, int(counts.max())
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if np.minimum(counts, mid).sum() >= k:
+            hi = mid
+        else:
+            lo = mid + 1
+    q = lo
+    sure = np.flatnonzero(rank < q - 1)
+    edge = np.flatnonzero(rank == q - 1)
+    need = k - sure.size
+    edge = edge[topk_indices(vals[edge], need)]
+    sel = np.concatenate([sure, edge])
+    return sel[topk_indices(vals[sel], sel.size)]
+
+
+def anms_levels(work: np.ndarray, idx: np.ndarray, base_radius: int) -> np.ndarray:
+    """Suppression level of each candidate: how many times the NMS radius can be doubled
+    (base, 2x, 4x, ... up to a quarter of the image) with the point still the maximum of
+    its window. Radius-based ANMS quantised to octaves, by chained max filters."""
+    level = np.zeros(idx.size, np.int64)
+    flat = work.reshape(-1)
+    r = max(1, base_radius)
+    cur = work
+    step = r
+    limit = max(work.shape) // 4
+    lvl = 0
+    while r <= limit:
+        cur = cv2.dilate(cur, np.ones((2 * step + 1, 2 * step + 1), np.uint8))
+        still = flat[idx] >= cur.reshape(-1)[idx]
+        level[still] = lvl + 1
+        if not still.any():
+            break
+        lvl += 1
+        step = r  # the next window doubles the radius: (r) + (r) by chaining
+        r *= 2
+    return level
+
+
+def decode(
+    heatmap: np.ndarray,
+    config: DecodeConfig,
+    *,
+    logits: bool = True,
+    allowed: np.ndarray | None = None,
+    nms_radius: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode one heatmap into keypoints.
 
     Args:
         heatmap: float [H, W] logits (``logits=True``) or probabilities.
-        config: decoding settings.
+        config: decoding settings (distribution, grid, budget, ...).
+        allowed: optional bool [H, W]; False pixels can neither be keypoints nor suppress others.
+        nms_radius: overrides ``config.nms_radius`` (the detector raises it to honour
+            ``min_distance`` in original pixels).
     Returns:
         xy float32 [N, 2] in heatmap pixels and scores float32 [N] (probabilities), sorted by
         score descending, N <= config.max_keypoints.
@@ -114,17 +186,31 @@ def decode(heatmap: np.ndarray, config: DecodeConfig, *, logits: bool = True) ->
     if heatmap.ndim != 2:
         raise ValueError(f"decode expects a heatmap [H, W], got shape {heatmap.shape}")
     work = np.asarray(heatmap, dtype=np.float32)
+    if allowed is not None:
+        if allowed.shape != work.shape:
+            raise ValueError(f"allowed mask has shape {allowed.shape}, the heatmap {work.shape}")
+        work = np.where(allowed, work, np.float32(-np.inf))
+    radius = config.nms_radius if nms_radius is None else nms_radius
     thr = logit(config.threshold) if logits else config.threshold
-    keep = nms_mask(work, config.nms_radius)
+    keep = nms_mask(work, radius)
     keep &= border_mask(work.shape, config.border)
     keep &= work > thr
     idx = np.flatnonzero(keep)
     vals = work.reshape(-1)[idx]
-    order = topk_indices(vals, config.max_keypoints)
-    idx, vals = idx[order], vals[order]
     w = work.shape[1]
+    k = config.max_keypoints
+    if config.distribution == "grid":
+        xy_all = np.stack([idx % w, idx // w], axis=1)
+        order = grid_select(xy_all, vals, work.shape, config.grid, k)
+    elif config.distribution == "anms" and idx.size > k:
+        level = anms_levels(work, idx, radius)
+        best = np.lexsort((idx, -vals, -level))[:k]
+        order = best[topk_indices(vals[best], best.size)]
+    else:
+        order = topk_indices(vals, k)
+    idx, vals = idx[order], vals[order]
     xy = np.stack([idx % w, idx // w], axis=1)
     if config.subpixel:
-        xy = refine_subpixel(work, xy)
+        xy = refine_subpixel(np.where(np.isfinite(work), work, np.float32(-1e4)), xy)
     scores = sigmoid(vals) if logits else vals
     return xy.astype(np.float32), scores.astype(np.float32)

@@ -36,6 +36,23 @@ class Keypoints:
     def __len__(self) -> int:
         return int(self.xy.shape[0])
 
+    def to_cv(self, size: float | None = None) -> list:
+        """``cv2.KeyPoint`` list (pt, size, response set; angle -1 = none, octave 0), so that
+        OpenCV descriptor extractors and ``cv2.drawKeypoints`` work directly. ``size`` is the
+        keypoint diameter in pixels; by default the NMS window in original pixels."""
+        import cv2
+
+        s = float(size if size is not None else self.meta.get("size", 7.0))
+        return [cv2.KeyPoint(float(x), float(y), s, -1.0, float(r), 0, -1) for (x, y), r in zip(self.xy, self.scores)]
+
+    @classmethod
+    def from_cv(cls, keypoints: list, image_size: tuple[int, int]) -> "Keypoints":
+        """Build from ``cv2.KeyPoint``s (scores from ``response``), sorted by score."""
+        xy = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+        sc = np.array([k.response for k in keypoints], np.float32)
+        order = np.argsort(-sc, kind="stable")
+        return cls(xy=xy[order], scores=sc[order], image_size=tuple(image_size))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict: ``{"image_size": [w, h], "keypoints": [[x, y], ...], "scores": [...]}``."""
         return {
