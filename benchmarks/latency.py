@@ -13,6 +13,7 @@ the whole `detect` call end to end. It prints a markdown table and writes JSON +
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -76,23 +77,36 @@ def _gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- runners
 def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
+    """Per-image stage times of a kpnet model at batch size a['batch']."""
     from kpnet import KeypointDetector
     from kpnet.preprocess import prepare
 
     w, h = a["size"]
-    det = KeypointDetector(path, max_keypoints=a["k"], threads=a["threads"])
+    bsz = a.get("batch", 1)
+    kw = {"device": a["device"]} if path.endswith((".pt", ".pth")) and a.get("device") else {}
+    det = KeypointDetector(path, max_keypoints=a["k"], threads=a["threads"], **kw)
     if det.input_size != (h, w):
         raise ValueError(f"{path} runs at {det.input_size[1]}x{det.input_size[0]}, not the benchmark size {w}x{h}")
-    r = _time_stages(
-        lambda: prepare(image, det.input_size),
-        lambda p: (det.backend.run(p[0][None, None]), p[1]),
-        lambda o: det._decode(o[0], 0, o[1]),
-        lambda: det.detect(image),
-        a["warmup"],
-        a["runs"],
-    )
+    if bsz > 1 and not det.info.dynamic_batch:
+        raise ValueError(f"{path} has a fixed batch size; re-export without --static-batch to benchmark batch {bsz}")
+    images = [image] * bsz
+
+    def pre():
+        ps = [prepare(im, det.input_size) for im in images]
+        return np.stack([x for x, _ in ps])[:, None], [r for _, r in ps]
+
+    def net(p):
+        return det.backend.run(p[0]), p[1]
+
+    def post(o):
+        return [det._decode(o[0], i, r) for i, r in enumerate(o[1])][0]
+
+    total = (lambda: det.detect(image)) if bsz == 1 else (lambda: det.detect_batch(images))
+    r = _time_stages(pre, net, post, total, a["warmup"], a["runs"])
+    for stage in ("pre", "net", "post", "total"):
+        r[stage] = {k: v / bsz for k, v in r[stage].items()}
     info = det.info
-    r.update(backend=f"{info.name} ({info.device}, {info.precision})", threads=info.threads)
+    r.update(backend=f"{info.name} ({info.device}, {info.precision})", threads=info.threads, batch=bsz)
     return r
 
 
@@ -177,6 +191,18 @@ def run_aliked(name: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any
     return r
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process. VmHWM belongs to the process image (ru_maxrss
+    would carry over the parent's high-water mark across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _child(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
     import cv2
 
@@ -195,7 +221,7 @@ def _child(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
             r = run_aliked(target, image, a)
         else:
             raise ValueError(f"unknown baseline {target!r}")
-        r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        r["peak_rss_mb"] = peak_rss_mb()
         return r
     except Exception as exc:  # reported in the table, the benchmark goes on
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -203,6 +229,8 @@ def _child(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
 
 def run_isolated(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
     """Run one entry in a fresh interpreter; its last stdout line is the JSON result."""
+    if kind == "skip":
+        return {"error": target}
     if target == "xfeat":
         return {"error": "not run: XFeat is not installable offline here (no package or weights on this machine's registries)"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps([kind, target, a])]
@@ -212,6 +240,71 @@ def run_isolated(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
     if proc.returncode != 0 or not lines:
         return {"error": f"child failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"}
     return json.loads(lines[-1])
+
+
+SUFFIX = {"onnxruntime": ".onnx", "torch": ".pt", "tensorrt": ".engine"}
+
+
+def model_for_backend(model: str, backend: str) -> tuple[str, str | None]:
+    """The file to run ``model`` with ``backend`` (a sibling with the backend's suffix), or a
+    reason why that backend is skipped here."""
+    path = Path(model).with_suffix(SUFFIX[backend])
+    if backend == "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            return str(path), "TensorRT is not installed (pip install 'kpnet[gpu]') and needs an NVIDIA GPU"
+        return str(path), "the TensorRT engine backend is not implemented in this version"
+    if not path.is_file():
+        return str(path), f"no {path.suffix} file next to {model}"
+    if backend == "torch":
+        if importlib.util.find_spec("torch") is None:
+            return str(path), "torch is not installed (pip install 'kpnet[torch]')"
+    return str(path), None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Stacked bars of pre / net / post medians per entry."""
+    ok = [r for r in results if "error" not in r]
+    if not ok:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not installed; skipping the plot")
+        return
+    names = [f"{r['name']} b{r.get('batch', 1)}" if "batch" in r else r["name"] for r in ok]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(ok) + 1.2))
+    left = np.zeros(len(ok))
+    for stage, colour in (("pre", "#9ecae1"), ("net", "#3182bd"), ("post", "#fd8d3c")):
+        v = np.array([r[stage]["median"] for r in ok])
+        ax.barh(names, v, left=left, color=colour, label=stage)
+        left += v
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per image (median)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
 
 
 # --------------------------------------------------------------------------- profile
@@ -256,16 +349,16 @@ def _fmt(r: dict[str, Any], stage: str) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| detector | backend | threads | pre ms | net ms | post ms | total ms (median) | total p90 | total p99 | keypoints | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| detector | backend | threads | batch | pre ms | net ms | post ms | total ms (median) | total p90 | total p99 | FPS | keypoints | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['name']} | {r['error']} |  |  |  |  |  |  |  |  |  |")
+            lines.append(f"| {r['name']} | skipped: {r['error']} |  |  |  |  |  |  |  |  |  |  |  |")
             continue
         lines.append(
-            f"| {r['name']} | {r['backend']} | {r['threads']} | {_fmt(r, 'pre')} | {_fmt(r, 'net')} | {_fmt(r, 'post')} | "
-            f"**{r['total']['median']:.2f}** | {r['total']['p90']:.2f} | {r['total']['p99']:.2f} | {r['keypoints']} | {r['peak_rss_mb']:.0f} |"
+            f"| {r['name']} | {r['backend']} | {r['threads']} | {r.get('batch', 1)} | {_fmt(r, 'pre')} | {_fmt(r, 'net')} | {_fmt(r, 'post')} | "
+            f"**{r['total']['median']:.2f}** | {r['total']['p90']:.2f} | {r['total']['p99']:.2f} | {1e3 / r['total']['median']:.0f} | {r['keypoints']} | {r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -277,7 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(kind, target, a)))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="*", help="kpnet model files (default: models/*.onnx)")
+    p.add_argument("--models", "--model", nargs="*", help="kpnet model files (default: models/*.onnx)")
+    p.add_argument("--backends", default="onnxruntime", help="comma-separated: onnxruntime (.onnx), torch (.pt next to it), tensorrt (.engine next to it)")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,4 (times are per image)")
+    p.add_argument("--device", help="torch device for the torch backend (default cpu)")
     p.add_argument("--baselines", default=DEFAULT_BASELINES, help=f"comma-separated, from: {', '.join(BASELINES)}; '' for none")
     p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for every detector (default 2)")
@@ -298,13 +394,19 @@ def main(argv: list[str] | None = None) -> int:
     for m in models:
         if not Path(m).is_file():
             p.error(f"model not found: {m}")
-    args = {"size": (w, h), "threads": a.threads, "runs": a.runs, "warmup": a.warmup, "k": a.max_keypoints, "image": a.image}
+    args = {"size": (w, h), "threads": a.threads, "runs": a.runs, "warmup": a.warmup, "k": a.max_keypoints, "image": a.image, "device": a.device}
+    backends = [b for b in a.backends.split(",") if b]
+    bad = [b for b in backends if b not in SUFFIX]
+    if bad:
+        p.error(f"unknown backends {bad}; choose from: {', '.join(SUFFIX)}")
+    batches = [int(b) for b in a.batch.split(",")]
 
     import cv2
     import onnxruntime as ort
 
     env = {
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_model(),
+        "gpu": gpu_name(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
@@ -318,10 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"latency at {w}x{h}, {a.threads} threads, K={a.max_keypoints}, {a.runs} runs after {a.warmup} warm-up; {os.cpu_count()} CPUs", flush=True)
     results = []
     for m in models:
-        r = run_isolated("model", m, args)
-        r["name"] = Path(m).name
-        results.append(r)
-        print(f"  {r['name']}: {r['total']['median']:.2f} ms" if "error" not in r else f"  {r['name']}: {r['error']}", flush=True)
+        for be in backends:
+            path, reason = model_for_backend(m, be)
+            for bsz in batches:
+                if reason is None:
+                    r = run_isolated("model", path, {**args, "batch": bsz})
+                else:
+                    r = {"error": reason}
+                r["name"] = f"{Path(path).name} [{be}]"
+                results.append(r)
+                print(f"  {r['name']} batch {bsz}: {r['total']['median']:.2f} ms/img" if "error" not in r else f"  {r['name']}: {r['error']}", flush=True)
     for b in baselines:
         r = run_isolated("baseline", b, args)
         r["name"] = b
@@ -336,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             md += ["", f"Slowest nodes of {Path(m).name} (ONNX Runtime profiler, network only):", "", "| node | op | ms/run | share |", "|---|---|---|---|"]
             md += [f"| {r['node']} | {r['op']} | {r['ms_per_run']:.3f} | {100 * r['share']:.1f}% |" for r in rows]
     text = "\n".join(md)
+    plot(results, Path(a.out) / "latency.png")
     print()
     print(text)
     out = Path(a.out)
