@@ -71,11 +71,17 @@ def test_redetection_rate_identity(frames):
     assert redetection_rate(g, g, pts, np.zeros((0, 2), np.float32)) == 0.0
 
 
-def test_track_example_end_to_end(frames, tmp_path, capsys):
+@pytest.fixture
+def frames_dir(frames, tmp_path):
     d = tmp_path / "frames"
     d.mkdir()
     for i, f in enumerate(frames):
         cv2.imwrite(str(d / f"{i:03d}.png"), f)
+    return d
+
+
+def test_track_example_end_to_end(frames, frames_dir, tmp_path, capsys):
+    d = frames_dir
     track = _load(ROOT / "examples" / "track.py", "track")
     out = tmp_path / "t.mp4"
     assert track.main([str(d), "--detector", "fast", "--out", str(out), "--max-tracks", "100", "--min-tracks", "50"]) == 0
@@ -89,11 +95,8 @@ def test_track_example_end_to_end(frames, tmp_path, capsys):
     assert track.main([str(tmp_path / "nope")]) == 2
 
 
-def test_stability_benchmark(frames, tmp_path, tiny_onnx):
-    d = tmp_path / "frames"
-    d.mkdir()
-    for i, f in enumerate(frames):
-        cv2.imwrite(str(d / f"{i:03d}.png"), f)
+def test_stability_benchmark(frames, frames_dir, tmp_path, tiny_onnx):
+    d = frames_dir
     stab = _load(ROOT / "benchmarks" / "stability.py", "stability")
     out = tmp_path / "s"
     assert stab.main([str(d), "--model", str(tiny_onnx), "--baselines", "gftt", "-k", "100", "--out", str(out), "--threads", "1"]) == 0
