@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = list_images(a.calib, a.num + a.check)
         calib_paths, check_paths = paths[::2][: a.num], paths[1::2][: a.check]
         out = Path(a.output) if a.output else Path(a.model).with_suffix(".int8.onnx")
+        out.parent.mkdir(parents=True, exist_ok=True)
         kept = quantize(a.model, out, load_batch(calib_paths, size), keep_fp32_tail=not a.quantize_tail, per_channel=not a.per_tensor)
         report = compare(a.model, out, load_batch(check_paths, size))
     except Exception as exc:  # CLI boundary
