@@ -252,7 +252,8 @@ def model_for_backend(model: str, backend: str) -> tuple[str, str | None]:
     if backend == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             return str(path), "TensorRT is not installed (pip install 'kpnet[gpu]') and needs an NVIDIA GPU"
-        return str(path), "the TensorRT engine backend is not implemented in this version"
+        if not path.is_file():
+            return str(path), f"no engine next to {model}; build one with python -m export.trt {model}"
     if not path.is_file():
         return str(path), f"no {path.suffix} file next to {model}"
     if backend == "torch":

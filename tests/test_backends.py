@@ -5,7 +5,6 @@ from kpnet import KeypointDetector
 from kpnet.backends import create_backend
 from kpnet.backends.base import check_batch
 from kpnet.errors import (
-    BackendNotImplementedError,
     ModelLoadError,
     ModelNotFoundError,
     ProviderUnavailableError,
@@ -40,10 +39,10 @@ def test_corrupt_pt(tmp_path):
         create_backend(p)
 
 
-def test_tensorrt_engine_not_implemented(tmp_path):
+def test_tensorrt_engine_without_sidecar(tmp_path):
     p = tmp_path / "m.engine"
     p.write_bytes(b"x")
-    with pytest.raises(BackendNotImplementedError, match="TensorRT engine backend"):
+    with pytest.raises(ModelLoadError, match="no kpnet metadata sidecar"):
         create_backend(p)
 
 

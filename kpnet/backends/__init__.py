@@ -4,7 +4,7 @@
 |-----------------|-------------------------------|---------------------|
 | .onnx           | ONNX Runtime                  | (core)              |
 | .pt, .pth       | PyTorch (CPU or CUDA)         | kpnet[torch]        |
-| .engine, .plan  | TensorRT (not yet implemented)| kpnet[gpu]          |
+| .engine, .plan  | TensorRT (+ sidecar .json)    | kpnet[gpu] + torch  |
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _torch(path: Path, *, device: str | None, providers: Any, threads: int | Non
 
 
 def _tensorrt(path: Path, **kw: Any) -> Backend:
-    from .tensorrt_backend import load_tensorrt
+    from .tensorrt import load_tensorrt
 
     return load_tensorrt(path, **kw)
 

@@ -24,6 +24,25 @@ PROVIDER_ALIASES = {
 ProviderSpec = str | tuple[str, dict[str, Any]]
 
 
+def _trt_cache_dir() -> str:
+    import os
+
+    return os.environ.get("KPNET_TRT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kpnet", "ort-tensorrt")
+
+
+def default_provider_options(full: str) -> dict[str, Any]:
+    """Engine caching for ONNX Runtime's TensorRT EP (building an engine takes minutes; the
+    cache, keyed by model and GPU, makes later sessions start in seconds) and cuDNN algorithm
+    search for the CUDA EP. Precision is never changed here: pass
+    ("tensorrt", {"trt_fp16_enable": True}) to opt in. User options override these."""
+    if full == "TensorrtExecutionProvider":
+        cache = _trt_cache_dir()
+        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache, "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+    if full == "CUDAExecutionProvider":
+        return {"cudnn_conv_algo_search": "EXHAUSTIVE"}
+    return {}
+
+
 def resolve_providers(providers: Sequence[ProviderSpec] | None, available: Sequence[str]) -> list[ProviderSpec]:
     """Map aliases to ONNX Runtime provider names and check each is available; never fall back."""
     if providers is None:
@@ -42,6 +61,9 @@ def resolve_providers(providers: Sequence[ProviderSpec] | None, available: Seque
                 f"ONNX Runtime provider {name!r} ({full}) is not available; available here: "
                 f"{', '.join(available)}.{hint}"
             )
+        opts = {**default_provider_options(full), **(opts or {})}
+        if full == "TensorrtExecutionProvider" and opts.get("trt_engine_cache_enable"):
+            Path(str(opts["trt_engine_cache_path"])).mkdir(parents=True, exist_ok=True)
         out.append((full, opts) if opts else full)
     return out
 
