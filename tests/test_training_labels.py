@@ -138,3 +138,34 @@ def test_cli_builds_phase1_cache(image_dir, tmp_path, capsys):
     assert "3 labelled" in capsys.readouterr().out
     cfg = CacheConfig(teacher=TeacherConfig(name="aliked-t16"), size=(64, 64), pairs_per_image=0)
     assert len(load_cache(out, cfg)) == 3
+
+
+def test_homographic_adaptation_is_equivariant_average():
+    """With an equivariant 'teacher' (score = the image itself) the adapted map must equal
+    the plain map wherever the warps saw the pixel: averaging consistent views changes nothing."""
+    import torch
+
+    from training.homography import sample_homography
+    from training.labels import homographic_adaptation
+
+    yy, xx = np.mgrid[0:96, 0:128].astype(np.float32)
+    img = 0.5 + 0.4 * np.sin(xx / 9.0) * np.cos(yy / 7.0)  # smooth: bilinear warps are accurate
+    x = torch.from_numpy(img)[None, None]
+    rng = np.random.default_rng(0)
+    hs = [sample_homography((128, 96), HomographyConfig(max_angle_deg=10.0), rng) for _ in range(4)]
+    out = homographic_adaptation(x, lambda b: b[:, 0], hs)
+    assert out.shape == (96, 128)
+    np.testing.assert_allclose(out.numpy()[8:-8, 8:-8], img[8:-8, 8:-8], atol=0.02)
+    # A 'teacher' that fires on the black padding edge must not leak it into the average.
+    edge = homographic_adaptation(x, lambda b: (b[:, 0] == 0).float(), hs)
+    assert float(edge.max()) == 0.0
+
+
+def test_homographic_adaptation_config(image_dir, tmp_path):
+    with pytest.raises(ValueError, match="needs store_dense"):
+        replace(CONFIG, store_dense=False, homographic_adaptation=2)
+    assert "homographic_adaptation" not in CONFIG.to_dict()  # old manifests stay valid
+    cfg = replace(CONFIG, homographic_adaptation=2, pairs_per_image=0)
+    build_cache(image_dir, tmp_path / "ha", cfg, progress=False, limit=1)
+    cache = load_cache(tmp_path / "ha", cfg, require_complete=False)
+    assert cache.manifest["config"]["homographic_adaptation"] == 2

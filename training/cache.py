@@ -76,6 +76,9 @@ class CacheConfig:
         seed: base seed; each image's homographies depend only on it and the
             image's relative path.
         store_dense: also store the teacher's dense score map.
+        homographic_adaptation: average the stored dense map over this many extra random
+            homographies (SuperPoint's homographic adaptation; 0 = off; needs store_dense).
+            Omitted from the manifest when 0, so caches made before the option stay valid.
     """
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -86,6 +89,7 @@ class CacheConfig:
     min_side: int = 64
     seed: int = 0
     store_dense: bool = False
+    homographic_adaptation: int = 0
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or any(int(v) != v or v <= 0 or v % 8 for v in self.size):
@@ -97,12 +101,18 @@ class CacheConfig:
             raise ValueError(f"pairs_per_image must be >= 0; got {self.pairs_per_image}")
         if self.min_side < 1:
             raise ValueError(f"min_side must be >= 1; got {self.min_side}")
+        if self.homographic_adaptation < 0:
+            raise ValueError(f"homographic_adaptation must be >= 0; got {self.homographic_adaptation}")
+        if self.homographic_adaptation and not self.store_dense:
+            raise ValueError("homographic_adaptation averages the dense score map; it needs store_dense (--dense)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict with teacher defaults resolved (as in manifests)."""
         d = asdict(self)
         d["teacher"] = asdict(self.teacher.resolved())
         d["size"] = list(self.size)
+        if not self.homographic_adaptation:
+            del d["homographic_adaptation"]
         return d
 
     @classmethod

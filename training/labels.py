@@ -37,7 +37,7 @@ from .cache import (
     write_entry,
     write_manifest,
 )
-from .homography import sample_homography, warp_image
+from .homography import sample_homography, valid_mask, warp_heatmap, warp_image, warp_mask
 from .images import ImageSkipped, list_images, load_gray
 from .matching import MATCHERS, PairMatcher
 from .teachers import TEACHERS, build_teacher
@@ -91,9 +91,49 @@ class Labeller:
             "match_splits": np.array(splits, np.int64),
         }
         if cfg.store_dense:
-            dense = self.teacher.dense_map(x)[0].clamp(0, 1).numpy()
-            arrays["dense"] = np.rint(dense * 255).astype(np.uint8)
+            if cfg.homographic_adaptation:
+                ha_rng = np.random.default_rng(image_seed(cfg.seed + 1, relpath))
+                hs_ha = [sample_homography(size, cfg.homography, ha_rng) for _ in range(cfg.homographic_adaptation)]
+                dense = homographic_adaptation(x, self.teacher.dense_map, hs_ha)
+            else:
+                dense = self.teacher.dense_map(x)[0]
+            arrays["dense"] = np.rint(dense.clamp(0, 1).numpy() * 255).astype(np.uint8)
         return arrays
+
+
+def homographic_adaptation(image: "torch.Tensor", dense_fn, homographies: Sequence[np.ndarray], erode: int = 4) -> "torch.Tensor":
+    """SuperPoint's homographic adaptation of a dense score map.
+
+    image: [1, 1, H, W] in [0, 1]; dense_fn: [B, 1, H, W] -> [B, H, W] scores;
+    homographies: 3x3 maps of image pixels to warped pixels. The teacher runs on the image and
+    on each warped copy; each warped score map is warped back and the maps are averaged per
+    pixel over the views that saw it. Warped-frame pixels within ``erode`` px of the black
+    padding are ignored (the teacher fires on that artificial edge). Returns [H, W].
+    """
+    import cv2
+
+    torch = require("torch")
+    h, w = image.shape[-2:]
+    size = (w, h)
+    acc = dense_fn(image)[0].float().clone()
+    count = torch.ones_like(acc)
+    if not homographies:
+        return acc
+    hs = torch.from_numpy(np.stack(homographies)).float()
+    warped = warp_image(image.expand(len(homographies), -1, -1, -1), hs)
+    maps = dense_fn(warped).float()  # [N, H, W]
+    kernel = np.ones((2 * erode + 1, 2 * erode + 1), np.uint8)
+    for i, H in enumerate(homographies):
+        Hinv = np.linalg.inv(H)
+        seen = valid_mask(H, size).astype(np.uint8)  # warped pixels with a source in the image
+        if erode:
+            seen = cv2.erode(seen, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        back = warp_heatmap(maps[i], torch.from_numpy(Hinv).float(), size)
+        ok = warp_mask(torch.from_numpy(seen.astype(bool)), torch.from_numpy(Hinv).float(), size)
+        ok &= torch.from_numpy(valid_mask(Hinv, size))
+        acc += torch.where(ok, back, torch.zeros_like(back))
+        count += ok.float()
+    return acc / count
 
 
 # -------------------------------------------------------------- per-process worker state
@@ -267,6 +307,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", help="training resolution WIDTHxHEIGHT, multiples of 8 (default 320x240)")
     p.add_argument("--seed", type=int, help="base random seed (default 0)")
     p.add_argument("--dense", action="store_true", help="also store the teacher's dense score map")
+    p.add_argument("--homographic-adaptation", type=int, metavar="N", help="average the dense map over N extra random homographies (needs --dense)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--limit", type=int, help="label only the first N images")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -304,6 +345,7 @@ def config_from_args(args: argparse.Namespace) -> CacheConfig:
         pairs_per_image=args.pairs_per_image if args.pairs_per_image is not None else base.pairs_per_image,
         seed=args.seed if args.seed is not None else base.seed,
         store_dense=args.dense or base.store_dense,
+        homographic_adaptation=args.homographic_adaptation if args.homographic_adaptation is not None else base.homographic_adaptation,
     )
 
 
