@@ -12,7 +12,7 @@ from .backends import Backend, create_backend
 from .config import DecodeConfig
 from .postprocess import decode, sigmoid
 from .preprocess import Resize, prepare
-from .types import Keypoints
+from .types import Keypoints, TorchKeypoints
 
 _UNSET: Any = object()
 
@@ -156,6 +156,44 @@ class KeypointDetector:
         batch = np.stack([x for x, _ in prepared])[:, None]
         out = self.backend.run(batch)
         return [self._decode(out, i, rs, m) for i, ((_, rs), m) in enumerate(zip(prepared, masks))]
+
+    def detect_torch(self, image: Any) -> TorchKeypoints:
+        """Detect with pre-processing, network and decoding on the model's device, returning
+        torch tensors there (torch ``.pt`` and TensorRT ``.engine`` models).
+
+        image: numpy array or torch tensor (ideally already on the device): HxW gray, HxWx3
+        BGR or HxWx4 BGRA, uint8 or float in [0, 1]. Plain top-k decoding runs on the device;
+        grid/ANMS/min-distance decoding runs on the host and the result is moved back.
+        """
+        run_device = getattr(self.backend, "run_device", None)
+        if run_device is None:
+            raise ValueError(
+                f"detect_torch needs a backend that runs on torch tensors (.pt or .engine); "
+                f"{self.info.name} returns host arrays: use detect()"
+            )
+        from .device import decode_on_device, preprocess_device, to_device_image
+
+        torch = __import__("torch")
+        device = getattr(self.backend, "device", None) or getattr(self.backend, "_device")
+        x, rs = preprocess_device(to_device_image(image, device), self.input_size)
+        out = run_device(x)
+        cfg = self.config
+        if self.info.postprocess_in_graph:
+            n = min(int(out["counts"][0]), cfg.max_keypoints)
+            xy, sc = out["keypoints"][0, :n].float(), out["scores"][0, :n].float()
+            keep = sc > cfg.threshold
+            xy, sc = xy[keep], sc[keep]
+        elif cfg.is_plain_topk:
+            from .postprocess_torch import decode as torch_decode
+
+            ((xy, sc),) = torch_decode(out["heatmap"].float(), cfg)
+        else:
+            radius = max(cfg.nms_radius, int(np.ceil(cfg.min_distance / min(rs.scale)))) if cfg.min_distance > 0 else None
+            ((xy_np, sc_np),) = decode_on_device(out["heatmap"], cfg, None if radius is None else [radius])
+            xy, sc = torch.from_numpy(xy_np).to(device), torch.from_numpy(sc_np).to(device)
+        sx, sy = rs.scale
+        scale = torch.tensor([sx, sy], dtype=torch.float32, device=xy.device)
+        return TorchKeypoints(xy=(xy + 0.5) * scale - 0.5, scores=sc, image_size=rs.orig_size)
 
     def as_feature2d(self) -> "Feature2DAdapter":
         """An object with OpenCV's ``detect(image, mask=None) -> list[cv2.KeyPoint]``."""

@@ -60,3 +60,28 @@ class Keypoints:
             "keypoints": self.xy.astype(float).round(3).tolist(),
             "scores": self.scores.astype(float).round(6).tolist(),
         }
+
+
+@dataclass(frozen=True)
+class TorchKeypoints:
+    """Keypoints as torch tensors on the device that produced them (GPU pipelines need no
+    round trip through the host).
+
+    Attributes:
+        xy: float32 [N, 2] (x, y) in original-image pixels, as :class:`Keypoints`.
+        scores: float32 [N], probabilities sorted in descending order.
+        image_size: (width, height) of the original image.
+    """
+
+    xy: Any
+    scores: Any
+    image_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])
+
+    def numpy(self) -> Keypoints:
+        """Copy to the host as :class:`Keypoints`."""
+        return Keypoints(
+            xy=self.xy.detach().float().cpu().numpy(), scores=self.scores.detach().float().cpu().numpy(), image_size=self.image_size
+        )

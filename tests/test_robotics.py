@@ -122,3 +122,20 @@ def test_feature2d_adapter(det_factory, sample_bgr):
     mask[:, 256:] = 1
     kps = f2d.detect(sample_bgr, mask)
     assert kps and all(k.pt[0] >= 255.5 for k in kps)
+
+
+def test_detect_torch_matches_host_detect(tiny_ckpt, tiny_onnx, sample_bgr):
+    torch = pytest.importorskip("torch")
+    det = KeypointDetector(tiny_ckpt, max_keypoints=100)
+    host = KeypointDetector(tiny_onnx, max_keypoints=100).detect(sample_bgr)
+    tk = det.detect_torch(torch.from_numpy(sample_bgr))  # a tensor frame, as a GPU pipeline holds it
+    assert isinstance(tk.xy, torch.Tensor) and tk.xy.device == det.backend.device
+    got = tk.numpy()
+    assert got.image_size == host.image_size and len(got) == len(host)
+    # Resizing runs in torch (area weights), not OpenCV: allow a few reordered points.
+    d = np.linalg.norm(got.xy[:, None] - host.xy[None], axis=-1).min(axis=1)
+    assert (d < 1.0).mean() > 0.9
+    grid = KeypointDetector(tiny_ckpt, max_keypoints=50, distribution="grid", grid=(2, 2)).detect_torch(sample_bgr)
+    assert len(grid) == 50 and isinstance(grid.scores, torch.Tensor)
+    with pytest.raises(ValueError, match="use detect"):
+        KeypointDetector(tiny_onnx).detect_torch(sample_bgr)

@@ -482,7 +482,7 @@ def test_cli_onnx_only_int8(tiny_onnx, tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------------------- device pipeline, run on CPU tensors
 def test_device_preprocessing_matches_host(sample_bgr):
     torch = pytest.importorskip("torch")
-    from kpnet.backends.tensorrt.gpu import preprocess_device, to_device_image
+    from kpnet.device import preprocess_device, to_device_image
     from kpnet.preprocess import prepare
 
     for img, size in ((sample_bgr, TINY_HW), (sample_bgr, (480, 640)), (cv2.cvtColor(sample_bgr, cv2.COLOR_BGR2GRAY), (256, 256)),
@@ -500,7 +500,7 @@ def test_device_pipeline_matches_detector(tiny_ckpt, sample_bgr):
     what KeypointDetector returns for the same network."""
     torch = pytest.importorskip("torch")
     from kpnet import KeypointDetector
-    from kpnet.backends.tensorrt.gpu import detect_on_device
+    from kpnet.device import detect_on_device
     from kpnet.metrics import repeatability
     from kpnet.model import KpNet
     from kpnet.postprocess_torch import FixedKDecoder

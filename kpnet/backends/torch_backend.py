@@ -71,5 +71,20 @@ class TorchBackend(BaseBackend):
             y = self.model(x)
         return BackendOutput(heatmap=y.float().cpu().numpy())
 
+    @property
+    def device(self):
+        """The torch.device the model runs on."""
+        return self._device
+
+    def run_device(self, batch) -> dict:
+        """float32 [B, 1, H, W] torch tensor (moved to the model's device if needed) ->
+        {"heatmap": logits [B, 1, H, W]} on the device; nothing is copied to the host."""
+        torch = self._torch
+        if not isinstance(batch, torch.Tensor) or batch.dtype != torch.float32 or batch.ndim != 4 or batch.shape[1] != 1:
+            got = f"{batch.dtype} {tuple(batch.shape)}" if isinstance(batch, torch.Tensor) else type(batch).__name__
+            raise ValueError(f"input tensor 'image' must be a float32 torch tensor [B, 1, H, W], got {got}")
+        with torch.inference_mode():
+            return {"heatmap": self.model(batch.to(self._device, non_blocking=True))}
+
     def _close_impl(self) -> None:
         self.model = None  # type: ignore[assignment]

@@ -265,7 +265,7 @@ class TensorRTBackend(BaseBackend):
         """Images (numpy on the host or torch tensors, ideally on this GPU; HxW gray, HxWx3 BGR,
         HxWx4 BGRA; uint8 or float in [0, 1]) -> one :class:`Keypoints` per image. Pre-processing
         and decoding run on the GPU; the decoding parameters are KeypointDetector's."""
-        from .gpu import detect_on_device
+        from ...device import detect_on_device
 
         cfg = self.decode_config(**decode)
         with self._torch.cuda.device(self._device):

@@ -1,4 +1,4 @@
-"""Pre-processing and decoding on the device, in torch, for the TensorRT backend.
+"""Pre-processing and decoding on the device, in torch (TensorRT and PyTorch backends).
 
 They keep frames on the GPU: an image (uint8 or float, gray/BGR/BGRA, host numpy or a torch
 tensor already on the device) is converted to gray, resized and scaled there, and the
@@ -12,10 +12,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..._deps import require
-from ...config import DecodeConfig
-from ...preprocess import Resize
-from ...types import Keypoints
+from ._deps import require
+from .config import DecodeConfig
+from .preprocess import Resize
+from .types import Keypoints
 
 # OpenCV's BGR -> gray weights (cv2.COLOR_BGR2GRAY).
 _GRAY_BGR = (0.114, 0.587, 0.299)
@@ -26,7 +26,7 @@ def to_device_image(image: Any, device: Any):
     -> torch tensor on ``device`` (no copy when it is already there)."""
     torch = require("torch")
     if isinstance(image, np.ndarray):
-        from ...preprocess import validate_image
+        from .preprocess import validate_image
 
         image = torch.from_numpy(np.ascontiguousarray(validate_image(image)))
     if not isinstance(image, torch.Tensor):
@@ -102,12 +102,12 @@ def decode_on_device(heatmap, config: DecodeConfig, nms_radii: Sequence[int] | N
     honour ``min_distance`` in original pixels).
     """
     if config.distribution != "topk" or config.min_distance > 0 or nms_radii is not None:
-        from ...postprocess import decode as host_decode
+        from .postprocess import decode as host_decode
 
         hm = heatmap.float().cpu().numpy()
         radii = list(nms_radii) if nms_radii is not None else [config.nms_radius] * hm.shape[0]
         return [host_decode(hm[i, 0], config, nms_radius=radii[i]) for i in range(hm.shape[0])]
-    from ...postprocess_torch import decode
+    from .postprocess_torch import decode
 
     out = decode(heatmap.float(), config)
     return [(xy.cpu().numpy().astype(np.float32), sc.cpu().numpy().astype(np.float32)) for xy, sc in out]
