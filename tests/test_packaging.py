@@ -63,3 +63,21 @@ def test_shipped_onnx_matches_its_checkpoint():
         b = KeypointDetector(pt, max_keypoints=200).detect(img)
         d = np.linalg.norm(a.xy[:, None] - b.xy[None], axis=-1).min(axis=1)
         assert (d < 1e-3).mean() > 0.98, onnx_path.name
+
+
+def test_model_checksums():
+    """models/SHA256SUMS lists every shipped weight file with its current hash."""
+    import hashlib
+
+    sums = ROOT / "models" / "SHA256SUMS"
+    assert sums.is_file(), "models/SHA256SUMS is missing (sha256sum models/*.onnx models/*.pt > models/SHA256SUMS)"
+    listed = {}
+    for line in sums.read_text().splitlines():
+        digest, name = line.split()
+        listed[Path(name).name] = digest
+    shipped = {p.name for p in (ROOT / "models").iterdir() if p.suffix in (".onnx", ".pt", ".engine")}
+    assert shipped == set(listed), f"SHA256SUMS out of date: shipped {sorted(shipped)}, listed {sorted(listed)}"
+    for name, digest in listed.items():
+        data = (ROOT / "models" / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, f"{name} does not match its checksum"
+        assert len(data) < 20e6, f"{name} is {len(data) / 1e6:.1f} MB; shipped models stay a few MB"
