@@ -86,7 +86,7 @@ class TrainConfig:
     dev_eval: Optional[str] = _f(AUTO, "folder of SEQ/1.jpg, SEQ/2.jpg, SEQ/H_1_2 pairs evaluated at eval_size; 'auto': ../shared/data/dev_eval if present; 'none' disables")
     workers: int = _f(2, "DataLoader worker processes per training process (0: load in the main process)")
     # augmentation
-    scale_range: tuple[float, float] = _f((0.8, 1.25), "random scale LOW,HIGH applied before cropping (log-uniform)")
+    scale_range: tuple[float, float] = _f((0.8, 1.25), "random scale LOW,HIGH applied before cropping (log-uniform; phase 2 default 1.0,2.2)")
     max_rotation_deg: float = _f(10.0, "random rotation in [-x, x] degrees")
     perspective: float = _f(0.05, "random perspective: crop corners jittered by up to this fraction of the crop size (0: affine only)")
     photometric: bool = _f(True, "brightness, contrast, gamma, Gaussian noise, motion blur and JPEG augmentation")
@@ -98,11 +98,11 @@ class TrainConfig:
     blob_sigma: float = _f(1.5, "Gaussian blob sigma in pixels (blob targets and phase-2 consistency masks)")
     huber_delta: float = _f(0.1, "phase 2 huber: delta, in probability units")
     kl_temperature: float = _f(1.0, "phase 2 kl: target = softmax(mask / T) over pixels; T=1 is the loss as specified, smaller T sharpens it")
-    direct_weight: float = _f(0.0, "phase 2: weight of a direct per-view term against each view's own --target (0: consistency loss only)")
+    direct_weight: float = _f(0.0, "phase 2: weight of a direct per-view term against each view's own --target (phase 2 default 1.0; 0: the consistency loss alone)")
     direct_loss: Optional[str] = _f(None, "phase 2 direct term: focal|bce (default focal for sparse, else bce)")
     # model
     backbone: Optional[str] = _f(None, "small|large (default: from --init, else small)")
-    fpn_width: Optional[int] = _f(None, "FPN channels (default: from --init, else 64)")
+    fpn_width: Optional[int] = _f(None, "FPN channels (default: from --init, else 32, the width docs/ablations.md recommends)")
     init: Optional[str] = _f(None, "kpnet checkpoint to start from (required for phase 2)")
     init_backbone: Optional[str] = _f(None, "torchvision ImageNet MobileNetV3 weights file for the backbone")
     # optimisation
@@ -295,6 +295,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
+PHASE2_DEFAULTS: dict[str, Any] = {"direct_weight": 1.0, "scale_range": (1.0, 2.2)}
+
+
 def resolve_config(
     phase: int,
     overrides: Mapping[str, Any],
@@ -303,6 +306,11 @@ def resolve_config(
 ) -> TrainConfig:
     """Merge ``base`` (a resumed checkpoint's config) or ``config_file`` with ``overrides``."""
     data: dict[str, Any] = {"out": f"runs/phase{phase}"}
+    if phase == 2:
+        # The recommended recipe (docs/ablations.md): the consistency loss plus the direct
+        # term on the view's own target, and scale augmentation towards the 640x480 scale.
+        # --direct-weight 0 gives the specified consistency loss alone.
+        data.update(PHASE2_DEFAULTS)
     if base is not None:
         data.update(base)
     if config_file:

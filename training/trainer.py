@@ -357,7 +357,7 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
 
     init = load_checkpoint(config.init) if config.init else None
     src = resume or init
-    backbone, width = config.backbone or "small", config.fpn_width or 64
+    backbone, width = config.backbone or "small", config.fpn_width or 32
     if src is not None:
         sc = src["config"]
         for name, want in (("backbone", config.backbone), ("fpn_width", config.fpn_width)):
