@@ -6,7 +6,7 @@ DEMO_VENV ?= .venv-demo
 DEV_VENV ?= .venv
 # PyTorch releases the project is tested with (pyproject.toml itself allows torch>=2.4).
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
-DEMO_MODEL ?= models/kpnet-small-untrained.onnx
+DEMO_MODEL ?= models/kpnet-small.onnx
 DEMO_IMAGE ?= examples/astronaut.jpg
 
 .PHONY: demo test clean

@@ -78,7 +78,7 @@ def run(frames: list[np.ndarray], detector: str, config: TrackerConfig, threads:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("source", help="folder of frames or a video file")
-    p.add_argument("--detector", default="models/kpnet-small-untrained.onnx", help="kpnet model path, or gftt, fast, orb")
+    p.add_argument("--detector", default="models/kpnet-small.onnx", help="kpnet model path, or gftt, fast, orb")
     p.add_argument("--out", default="out/track.mp4", help="annotated output (.mp4 or .gif)")
     p.add_argument("--max-tracks", type=int, default=500)
     p.add_argument("--min-tracks", type=int, default=300)

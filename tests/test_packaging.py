@@ -33,19 +33,22 @@ def test_onnx_detection_never_imports_torch(tiny_onnx):
     assert int(r.stdout) > 0
 
 
-def test_shipped_placeholder_is_labelled_untrained():
+def test_shipped_model_and_card():
     from kpnet import KeypointDetector
 
-    models = sorted(p.name for p in (ROOT / "models").glob("*.onnx"))
-    assert models, "models/ must hold at least one model"
-    for name in models:
-        if "untrained" not in name:
-            continue
-        det = KeypointDetector(ROOT / "models" / name, max_keypoints=50)
-        assert det.info.input_size == (480, 640)
-        assert len(det.detect(np.full((48, 64), 100, np.uint8))) <= 50
-    readme = (ROOT / "README.md").read_text()
-    assert "untrained" in readme.lower()
+    path = ROOT / "models" / "kpnet-small.onnx"
+    assert path.is_file(), "models/kpnet-small.onnx is the model the README and the demo use"
+    det = KeypointDetector(path, max_keypoints=500)
+    assert det.info.input_size == (480, 640)
+    assert '"fpn_width": 32' in det.info.metadata["kpnet_model_config"]
+    img = __import__("cv2").imread(str(ROOT / "examples" / "astronaut.jpg"))
+    kps = det.detect(img)
+    assert len(kps) == 500 and kps.scores[0] > 0.5  # a trained model is confident somewhere
+    card = (ROOT / "models" / "MODEL_CARD.md").read_text()
+    for p in (ROOT / "models").iterdir():
+        if p.suffix in (".onnx", ".pt"):
+            assert p.name in card, f"{p.name} is not described in models/MODEL_CARD.md"
+    assert not list((ROOT / "models").glob("*untrained*")), "the untrained placeholder must be gone"
 
 
 def test_shipped_onnx_matches_its_checkpoint():
