@@ -84,6 +84,8 @@ def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]
     w, h = a["size"]
     bsz = a.get("batch", 1)
     kw = {"device": a["device"]} if path.endswith((".pt", ".pth")) and a.get("device") else {}
+    if a.get("distribution"):
+        kw["distribution"] = a["distribution"]
     det = KeypointDetector(path, max_keypoints=a["k"], threads=a["threads"], **kw)
     if det.input_size != (h, w):
         raise ValueError(f"{path} runs at {det.input_size[1]}x{det.input_size[0]}, not the benchmark size {w}x{h}")
@@ -106,7 +108,7 @@ def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]
     for stage in ("pre", "net", "post", "total"):
         r[stage] = {k: v / bsz for k, v in r[stage].items()}
     info = det.info
-    r.update(backend=f"{info.name} ({info.device}, {info.precision})", threads=info.threads, batch=bsz)
+    r.update(backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}", threads=info.threads, batch=bsz)
     return r
 
 
@@ -375,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", default="onnxruntime", help="comma-separated: onnxruntime (.onnx), torch (.pt next to it), tensorrt (.engine next to it)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,4 (times are per image)")
     p.add_argument("--device", help="torch device for the torch backend (default cpu)")
+    p.add_argument("--distribution", default="topk", help="kpnet keypoint distribution: topk, grid, anms (comma-separated to compare)")
     p.add_argument("--baselines", default=DEFAULT_BASELINES, help=f"comma-separated, from: {', '.join(BASELINES)}; '' for none")
     p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for every detector (default 2)")
@@ -396,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(m).is_file():
             p.error(f"model not found: {m}")
     args = {"size": (w, h), "threads": a.threads, "runs": a.runs, "warmup": a.warmup, "k": a.max_keypoints, "image": a.image, "device": a.device}
+    distributions = [d for d in a.distribution.split(",") if d]
     backends = [b for b in a.backends.split(",") if b]
     bad = [b for b in backends if b not in SUFFIX]
     if bad:
@@ -424,13 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         for be in backends:
             path, reason = model_for_backend(m, be)
             for bsz in batches:
-                if reason is None:
-                    r = run_isolated("model", path, {**args, "batch": bsz})
-                else:
-                    r = {"error": reason}
-                r["name"] = f"{Path(path).name} [{be}]"
-                results.append(r)
-                print(f"  {r['name']} batch {bsz}: {r['total']['median']:.2f} ms/img" if "error" not in r else f"  {r['name']}: {r['error']}", flush=True)
+                for dist in distributions:
+                    if reason is None:
+                        r = run_isolated("model", path, {**args, "batch": bsz, "distribution": dist})
+                    else:
+                        r = {"error": reason}
+                    r["name"] = f"{Path(path).name} [{be}]"
+                    results.append(r)
+                    print(f"  {r['name']} batch {bsz}: {r['total']['median']:.2f} ms/img" if "error" not in r else f"  {r['name']}: {r['error']}", flush=True)
     for b in baselines:
         r = run_isolated("baseline", b, args)
         r["name"] = b

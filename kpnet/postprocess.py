@@ -140,10 +140,13 @@ def grid_select(xy: np.ndarray, vals: np.ndarray, shape: tuple[int, int], grid: 
     return sel[topk_indices(vals[sel], sel.size)]
 
 
-def anms_levels(work: np.ndarray, idx: np.ndarray, base_radius: int) -> np.ndarray:
+def anms_levels(work: np.ndarray, idx: np.ndarray, base_radius: int, k: int | None = None) -> np.ndarray:
     """Suppression level of each candidate: how many times the NMS radius can be doubled
     (base, 2x, 4x, ... up to a quarter of the image) with the point still the maximum of
-    its window. Radius-based ANMS quantised to octaves, by chained max filters."""
+    its window. Radius-based ANMS quantised to octaves, by chained max filters.
+
+    With ``k``, stop once at most k candidates survive a level: all of them are selected
+    whatever their higher levels, so the top-k set by (level, score) is unchanged."""
     level = np.zeros(idx.size, np.int64)
     flat = work.reshape(-1)
     r = max(1, base_radius)
@@ -155,7 +158,7 @@ def anms_levels(work: np.ndarray, idx: np.ndarray, base_radius: int) -> np.ndarr
         cur = cv2.dilate(cur, np.ones((2 * step + 1, 2 * step + 1), np.uint8))
         still = flat[idx] >= cur.reshape(-1)[idx]
         level[still] = lvl + 1
-        if not still.any():
+        if not still.any() or (k is not None and still.sum() <= k):
             break
         lvl += 1
         step = r  # the next window doubles the radius: (r) + (r) by chaining
@@ -203,7 +206,7 @@ def decode(
         xy_all = np.stack([idx % w, idx // w], axis=1)
         order = grid_select(xy_all, vals, work.shape, config.grid, k)
     elif config.distribution == "anms" and idx.size > k:
-        level = anms_levels(work, idx, radius)
+        level = anms_levels(work, idx, radius, k)
         best = np.lexsort((idx, -vals, -level))[:k]
         order = best[topk_indices(vals[best], best.size)]
     else:

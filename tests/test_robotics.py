@@ -139,3 +139,17 @@ def test_detect_torch_matches_host_detect(tiny_ckpt, tiny_onnx, sample_bgr):
     assert len(grid) == 50 and isinstance(grid.scores, torch.Tensor)
     with pytest.raises(ValueError, match="use detect"):
         KeypointDetector(tiny_onnx).detect_torch(sample_bgr)
+
+
+def test_anms_early_stop_keeps_the_same_selection():
+    from kpnet.postprocess import anms_levels, nms_mask
+
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        work = rng.normal(size=(120, 160)).astype(np.float32)
+        idx = np.flatnonzero(nms_mask(work, 2))
+        vals = work.reshape(-1)[idx]
+        for k in (10, 50, 200):
+            full = np.lexsort((idx, -vals, -anms_levels(work, idx, 2)))[:k]
+            fast = np.lexsort((idx, -vals, -anms_levels(work, idx, 2, k)))[:k]
+            assert set(full) == set(fast)
