@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distribution", default="topk", help="kpnet keypoint distribution: topk, grid, anms (comma-separated to compare)")
     p.add_argument("--baselines", default=DEFAULT_BASELINES, help=f"comma-separated, from: {', '.join(BASELINES)}; '' for none")
     p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every detector (default 2)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads for every detector (default: all cores)")
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--max-keypoints", "-k", type=int, default=1000)
