@@ -140,7 +140,6 @@ def run_superpoint_arch(image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
     network (detector + descriptor heads), host decoding as in SuperPoint."""
     import torch
 
-    from kpnet.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: F401 (session opts below)
     from kpnet.config import DecodeConfig
     from kpnet.postprocess import decode
     from training.teachers.superpoint import SuperPointNet

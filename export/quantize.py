@@ -15,6 +15,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -45,13 +46,55 @@ def load_batch(paths: list[Path], size_hw: tuple[int, int]) -> list[np.ndarray]:
     return out
 
 
-def quantize(src: str | Path, dst: str | Path, calib: list[np.ndarray], keep_fp32_tail: bool = True, per_channel: bool = True) -> list[str]:
+def head_tail_nodes(model) -> list[str]:
+    """Names of the output-head nodes to keep in fp32: from the first 1x1 convolution to one
+    channel (the head) to the end, restricted to the ops of the head and the bicubic
+    upsampling. They are small but sensitive (1-channel logits, bicubic kernel)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes = list(model.graph.node)
+
+    def is_head(n) -> bool:
+        w = inits.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
+        return w is not None and len(w.dims) == 4 and w.dims[0] == 1 and list(w.dims[2:]) == [1, 1]
+
+    starts = [i for i, n in enumerate(nodes) if is_head(n)]
+    if not starts:
+        return []
+    keep_ops = {"Conv", "Resize", "Add", "Pad", "DepthToSpace", "Reshape", "Mul", "Transpose"}
+    return [n.name for n in nodes[min(starts):] if n.op_type in keep_ops and n.name]
+
+
+def quantize(
+    src: str | Path,
+    dst: str | Path,
+    calib: list[np.ndarray],
+    keep_fp32_tail: bool = True,
+    per_channel: bool = True,
+    *,
+    symmetric: bool = False,
+    op_types: Sequence[str] | None = None,
+    tag: str = "qdq-int8",
+) -> list[str]:
     """Write an INT8 QDQ copy of ``src`` calibrated on ``calib`` ([1,1,H,W] float32 arrays).
+
+    Default: uint8 activations, int8 per-channel weights (ONNX Runtime's CPU kernels).
+    ``symmetric=True``: signed int8 activations and weights with zero point 0 and unquantised
+    biases, the explicit quantisation TensorRT accepts (see ``export.trt``); it also runs
+    under ONNX Runtime. ``op_types`` restricts which operator types are quantised.
     Returns the names of the nodes kept in fp32."""
     onnx = require("onnx")
     require("onnxruntime")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calib:
+        raise ValueError("INT8 calibration needs at least one image")
+    model = onnx.load(str(src))
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get("kpnet_postprocess") == "true":
+        raise ValueError(f"{src} has post-processing inside; quantise the heatmap-only export instead")
+    input_name = model.graph.input[0].name
+    keep = head_tail_nodes(model) if keep_fp32_tail else []
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -59,23 +102,13 @@ def quantize(src: str | Path, dst: str | Path, calib: list[np.ndarray], keep_fp3
 
         def get_next(self):
             x = next(self.it, None)
-            return None if x is None else {"image": x}
+            return None if x is None else {input_name: x}
 
-    model = onnx.load(str(src))
-    meta = {p.key: p.value for p in model.metadata_props}
-    if meta.get("kpnet_postprocess") == "true":
-        raise ValueError(f"{src} has post-processing inside; quantise the heatmap-only export instead")
-    keep: list[str] = []
-    if keep_fp32_tail:
-        # The output head: everything after the last backbone/FPN layer output is small
-        # but sensitive (1-channel logits, bicubic kernel, DepthToSpace).
-        names = [n.name for n in model.graph.node]
-        ops = [n.op_type for n in model.graph.node]
-        tail_start = max(i for i, op in enumerate(ops) if op == "DepthToSpace")
-        # Walk back to the head's first 1x1 conv on the highest-resolution FPN level.
-        head_convs = [i for i, n in enumerate(model.graph.node) if n.op_type == "Conv" and any(init.name == n.input[1] and list(init.dims)[:2] == [1, init.dims[1]] and init.dims[2:] == [1, 1] for init in model.graph.initializer)]
-        start = min(head_convs) if head_convs else tail_start
-        keep = [names[i] for i in range(start, len(names)) if ops[i] in ("Conv", "Resize", "Add", "Pad", "DepthToSpace", "Reshape", "Mul")]
+    kwargs: dict = {}
+    if op_types is not None:
+        kwargs["op_types_to_quantize"] = list(op_types)
+    if symmetric:
+        kwargs["extra_options"] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
@@ -85,13 +118,14 @@ def quantize(src: str | Path, dst: str | Path, calib: list[np.ndarray], keep_fp3
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=keep,
+            **kwargs,
         )
     out = onnx.load(str(dst))
     del out.metadata_props[:]
-    for k, v in {**meta, "kpnet_precision": "int8"}.items():
+    for k, v in {**meta, "kpnet_precision": "int8", "kpnet_quantization": tag}.items():
         e = out.metadata_props.add()
         e.key, e.value = k, v
     onnx.save(out, str(dst))

@@ -426,23 +426,6 @@ def resolve_profile(opts: TrtBuildOptions, facts: OnnxFacts) -> ShapeProfile:
 
 
 # ---------------------------------------------------------------------------- INT8 (Q/DQ) for TensorRT
-def _head_tail_nodes(model) -> list[str]:
-    """Names of the output-head nodes kept in fp32: from the first 1x1 conv to one channel
-    (the head) to the end, restricted to the ops of the head and the bicubic upsampling."""
-    inits = {t.name: t for t in model.graph.initializer}
-    nodes = list(model.graph.node)
-
-    def is_head(n) -> bool:
-        w = inits.get(n.input[1]) if n.op_type == "Conv" and len(n.input) > 1 else None
-        return w is not None and len(w.dims) == 4 and w.dims[0] == 1 and list(w.dims[2:]) == [1, 1]
-
-    starts = [i for i, n in enumerate(nodes) if is_head(n)]
-    if not starts:
-        return []
-    keep_ops = {"Conv", "Resize", "Add", "Pad", "DepthToSpace", "Reshape", "Mul", "Transpose"}
-    return [n.name for n in nodes[min(starts):] if n.op_type in keep_ops and n.name]
-
-
 def quantize_for_tensorrt(
     src: str | Path,
     dst: str | Path,
@@ -457,50 +440,15 @@ def quantize_for_tensorrt(
     symmetric signed int8 activations and weights (zero point 0), per-channel weights and no
     quantised biases, which is what TensorRT's explicit quantisation accepts. The same file
     runs under ONNX Runtime on the CPU. Returns the names of the nodes kept in fp32."""
+    from export.quantize import quantize
+
     onnx = _onnx()
     try:
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+        import onnxruntime.quantization  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError(f"onnxruntime.quantization is required for --int8 ({exc}); pip install onnxruntime") from exc
-    if not calib:
-        raise ValueError("INT8 calibration needs at least one image")
-    model = onnx.load(str(src))
-    meta = {p.key: p.value for p in model.metadata_props}
-    if meta.get("kpnet_postprocess") == "true":
-        raise ValueError(f"{src} has post-processing inside; quantise the heatmap-only export instead")
-    input_name = model.graph.input[0].name
-    keep = _head_tail_nodes(model) if keep_fp32_tail else []
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(calib)
-
-        def get_next(self):
-            x = next(self.it, None)
-            return None if x is None else {input_name: x}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre),
-            str(dst),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=list(op_types),
-            nodes_to_exclude=keep,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        )
+    keep = quantize(src, dst, calib, keep_fp32_tail=keep_fp32_tail, per_channel=per_channel, symmetric=True, op_types=op_types, tag="qdq-int8-symmetric")
     out = onnx.load(str(dst))
-    del out.metadata_props[:]
-    for k, v in {**meta, "kpnet_precision": "int8", "kpnet_quantization": "qdq-int8-symmetric"}.items():
-        e = out.metadata_props.add()
-        e.key, e.value = k, v
-    onnx.save(out, str(dst))
     problems = qdq_tensorrt_problems(out)
     if problems:  # a change in onnxruntime.quantization defaults would land here
         raise TrtBuildError(f"the quantised model {dst} is not TensorRT-compatible: {'; '.join(problems[:3])}")
