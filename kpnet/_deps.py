@@ -20,12 +20,14 @@ _EXTRAS = {
 }
 
 
-def require(module: str) -> ModuleType:
-    """Import ``module`` or raise MissingDependencyError naming the pip extra that provides it."""
+def require(module: str, extra: str | None = None) -> ModuleType:
+    """Import ``module`` or raise MissingDependencyError naming the pip extra that provides it
+    (``extra`` overrides the module's usual extra, e.g. "train" inside the training code)."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        extra, purpose = _EXTRAS.get(module.split(".")[0], ("", "this feature"))
+        usual, purpose = _EXTRAS.get(module.split(".")[0], ("", "this feature"))
+        extra = usual if extra is None else extra
         target = f"kpnet[{extra}]" if extra else "kpnet"
         raise MissingDependencyError(
             f"'{module}' is required for {purpose} but is not installed ({exc}); "

@@ -174,7 +174,7 @@ class KeypointDetector:
         from .device import decode_on_device, preprocess_device, to_device_image
 
         torch = __import__("torch")
-        device = getattr(self.backend, "device", None) or getattr(self.backend, "_device")
+        device = self.backend.device  # backends with run_device expose their torch device
         x, rs = preprocess_device(to_device_image(image, device), self.input_size)
         out = run_device(x)
         cfg = self.config

@@ -1,5 +1,5 @@
-"""TensorRT engines: the backend (``backend``), device-side pre/post-processing (``gpu``) and
-the engine metadata sidecar (``metadata``). Importing this package needs neither TensorRT
+"""TensorRT engines: the backend (``backend``) and the engine metadata sidecar (``metadata``);
+device-side pre/post-processing is shared with the PyTorch backend in :mod:`kpnet.device`. Importing this package needs neither TensorRT
 nor torch; they are imported when an engine is loaded."""
 
 from __future__ import annotations

@@ -217,6 +217,11 @@ class TensorRTBackend(BaseBackend):
         return BackendOutput(heatmap=out["heatmap"].astype(np.float32, copy=False))
 
     # ------------------------------------------------------------------ device path
+    @property
+    def device(self):
+        """The torch.device (CUDA) the engine runs on."""
+        return self._device
+
     def run_device(self, batch) -> dict[str, Any]:
         """float32 [B, 1, H, W] torch tensor (ideally already on this GPU) -> dict of device
         tensors: {"heatmap"} or {"keypoints", "scores", "counts"}.
