@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 BACKBONES = ("small", "large")
+#: How the network normalises its grayscale input: ``image`` standardises each image by its own
+#: mean and standard deviation (invariant to global brightness and contrast), ``imagenet`` uses
+#: fixed ImageNet statistics (the first shipped checkpoints).
+INPUT_NORMS = ("image", "imagenet")
 DISTRIBUTIONS = ("topk", "grid", "anms")
 #: TensorRT's TopK layer caps K at 3840; the in-graph post-processing inherits that limit.
 TENSORRT_MAX_TOPK = 3840
@@ -41,11 +45,14 @@ class ModelConfig:
         fpn_width: channels of every FPN level.
         input_size: nominal (height, width) the model runs at; multiples of 32. The runtime
             resizes images to this size. Default VGA, 480x640.
+        input_norm: one of ``INPUT_NORMS``. Checkpoints saved before this field existed load
+            as ``imagenet``.
     """
 
     backbone: str = "small"
     fpn_width: int = 64
     input_size: tuple[int, int] = (480, 640)
+    input_norm: str = "image"
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -54,6 +61,10 @@ class ModelConfig:
             )
         if not isinstance(self.fpn_width, int) or isinstance(self.fpn_width, bool) or self.fpn_width < 1:
             raise ValueError(f"fpn_width must be a positive int, got {self.fpn_width!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(
+                f"unknown input_norm {self.input_norm!r}; choose from: {', '.join(INPUT_NORMS)}"
+            )
         object.__setattr__(self, "input_size", _check_hw("input_size", tuple(self.input_size)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +81,7 @@ class ModelConfig:
                 f"unknown ModelConfig fields {unknown}; valid fields: {', '.join(sorted(known))}"
             )
         d = dict(d)
+        d.setdefault("input_norm", "imagenet")  # written before the field existed
         if "input_size" in d:
             d["input_size"] = tuple(d["input_size"])
         return cls(**d)

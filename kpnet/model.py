@@ -31,6 +31,9 @@ _TAPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_FORMAT = "kpnet-checkpoint-v1"
+#: Floor of the per-image standard deviation (2 grey levels), so that near-uniform images do not
+#: amplify quantisation noise without bound.
+_MIN_STD = 2.0 / 255.0
 
 
 def _is_exporting() -> bool:
@@ -41,7 +44,9 @@ class KpNet(nn.Module):
     """MobileNetV3 + FPN keypoint student.
 
     Input: float [B, 1, H, W] grayscale in [0, 1], H and W multiples of 32. Inside, it is
-    replicated to 3 channels and normalised with ImageNet statistics.
+    normalised (``config.input_norm``: each image by its own mean and standard deviation, so a
+    global brightness or contrast change leaves the input unchanged; or fixed ImageNet
+    statistics) and replicated to 3 channels.
     Output: float [B, 1, H, W] keypoint logits (apply a sigmoid for probabilities).
 
     Aggregation: the four FPN levels (strides 4, 8, 16, 32) are bilinearly upsampled to stride
@@ -80,9 +85,11 @@ class KpNet(nn.Module):
                     f"KpNet input height and width must be multiples of {STRIDE}, got {h}x{w}; "
                     "resize or pad the image (KeypointDetector does this for you)"
                 )
-        x = (image.expand(-1, 3, -1, -1) - self.mean) / self.std
         feats: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        x = self._stem(image)
         for i, layer in enumerate(self.backbone):
+            if i == 0:
+                continue  # the stem, above
             x = layer(x)
             if i in self.taps:
                 feats[f"p{len(feats)}"] = x
@@ -94,6 +101,35 @@ class KpNet(nn.Module):
             out = out + F.interpolate(y, scale_factor=float(2**k), mode="bilinear", align_corners=False)
         out = out + self.head.bias.view(1, 1, 1, 1)
         return self.upsample(out)
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, 1, H, W] in [0, 1] -> normalised [B, 3, H, W] backbone input."""
+        if self.config.input_norm == "image":
+            return self._standardize(image).expand(-1, 3, -1, -1)
+        return (image.expand(-1, 3, -1, -1) - self.mean) / self.std
+
+    @staticmethod
+    def _standardize(image: torch.Tensor) -> torch.Tensor:
+        mean = image.mean(dim=(2, 3), keepdim=True)
+        var = (image - mean).square().mean(dim=(2, 3), keepdim=True)
+        return (image - mean) * torch.rsqrt(var + _MIN_STD**2)
+
+    def _stem(self, image: torch.Tensor) -> torch.Tensor:
+        """``backbone[0](normalize(image))``.
+
+        With per-image normalisation the three input channels are identical, so the stem's
+        convolution runs on one channel with its weights summed over the input channels: the
+        same result without materialising a 3-channel full-resolution tensor.
+        """
+        stem = self.backbone[0]
+        if self.config.input_norm != "image":
+            return stem(self.normalize(image))
+        conv = stem[0]
+        x = F.conv2d(
+            self._standardize(image), conv.weight.sum(dim=1, keepdim=True), conv.bias,
+            conv.stride, conv.padding, conv.dilation, conv.groups,
+        )
+        return stem[2](stem[1](x))
 
     # ------------------------------------------------------------------ weights
     def load_imagenet_backbone(self, path: str | os.PathLike | None = None) -> "KpNet":

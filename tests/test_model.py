@@ -26,15 +26,16 @@ def test_vga_default():
         assert m(torch.rand(1, 1, 480, 640)).shape == (1, 1, 480, 640)
 
 
-def test_aggregation_equals_upsample_sum_then_conv():
+@pytest.mark.parametrize("norm", ["image", "imagenet"])
+def test_aggregation_equals_upsample_sum_then_conv(norm):
     """The head is applied per level before upsampling; by linearity this must equal the
     design's order (bilinear upsample, sum, 1x1 conv, bicubic)."""
     torch.manual_seed(1)
-    m = KpNet(ModelConfig(fpn_width=16)).eval()
+    m = KpNet(ModelConfig(fpn_width=16, input_norm=norm)).eval()
     x = torch.rand(1, 1, 96, 128)
     with torch.no_grad():
         got = m(x)
-        z = (x.expand(-1, 3, -1, -1) - m.mean) / m.std
+        z = m.normalize(x)  # the 3-channel input of the design (the model's stem takes a shortcut)
         feats = {}
         for i, layer in enumerate(m.backbone):
             z = layer(z)
@@ -63,6 +64,30 @@ def test_config_validation():
         ModelConfig(fpn_width=0)
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
         ModelConfig.from_dict({"backbone": "small", "width": 3})
+    with pytest.raises(ValueError, match="unknown input_norm 'batch'; choose from: image, imagenet"):
+        ModelConfig(input_norm="batch")
+
+
+def test_legacy_config_loads_with_imagenet_normalisation():
+    # Checkpoints written before input_norm existed were trained with ImageNet statistics.
+    assert ModelConfig.from_dict({"backbone": "small", "fpn_width": 8}).input_norm == "imagenet"
+    assert ModelConfig().input_norm == "image"
+    assert ModelConfig.from_dict(ModelConfig(input_norm="image").to_dict()).input_norm == "image"
+
+
+def test_image_normalisation_is_brightness_and_contrast_invariant():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 64, 96)
+    dimmed = 0.3 * x + 0.6  # lower contrast, brighter; still inside [0, 1]
+    m = KpNet(ModelConfig(fpn_width=8, input_norm="image")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m(dimmed), m(x), atol=2e-3, rtol=1e-3)
+        # the per-image statistics really are per image: batch neighbours do not interact
+        torch.testing.assert_close(m(torch.cat([x[:1], dimmed[1:]]))[0], m(x[:1])[0], atol=1e-5, rtol=1e-5)
+    legacy = KpNet(ModelConfig(fpn_width=8, input_norm="imagenet")).eval()
+    legacy.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        assert (legacy(dimmed) - legacy(x)).abs().max() > 1e-2
 
 
 def test_checkpoint_roundtrip(tmp_path):

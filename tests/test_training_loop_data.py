@@ -108,3 +108,28 @@ def test_photometric_keeps_shape_and_range():
         out = photometric(img, np.random.default_rng(seed), p=1.0)
         assert out.shape == img.shape and out.dtype == np.uint8
         assert not np.array_equal(out, img)
+
+
+def test_extreme_exposure_squeezes_into_a_dark_or_bright_band():
+    img = (np.random.default_rng(0).random((48, 64)) * 255).astype(np.uint8)
+    levels = []
+    for seed in range(40):
+        out = photometric(img, np.random.default_rng(seed), p=0.0, extreme=1.0)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert 1.0 < out.std() < 0.4 * img.std()  # some signal left, far less contrast
+        levels.append(out.mean())
+    assert min(levels) < 70 and max(levels) > 170  # both under- and over-exposed frames
+    # off by default: the seed's augmentation stream is unchanged
+    assert np.array_equal(photometric(img, np.random.default_rng(3)), photometric(img, np.random.default_rng(3), extreme=0.0))
+
+
+def test_opencv_follows_the_torch_thread_count():
+    from training._deps import match_opencv_threads
+
+    before_torch, before_cv = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        torch.set_num_threads(1)
+        assert match_opencv_threads() == 1 and cv2.getNumThreads() == 1
+    finally:
+        torch.set_num_threads(before_torch)
+        cv2.setNumThreads(before_cv)

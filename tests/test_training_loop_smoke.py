@@ -127,6 +127,10 @@ def test_config_yaml_flags_and_validation(tmp_path, cache_dir):
         TrainConfig(cache="c", batch_size=2.5)
     with pytest.raises(ValueError, match="no label cache given; pass --cache"):
         TrainConfig()
+    with pytest.raises(ValueError, match="unknown input_norm 'batch'; choose from: image, imagenet"):
+        TrainConfig(cache="c", input_norm="batch")
+    with pytest.raises(ValueError, match=r"photometric_extreme must be a probability in \[0, 1\]"):
+        TrainConfig(cache="c", photometric_extreme=1.5)
     with pytest.raises(ValueError, match="this config is for phase 2"):
         resolve_config(1, {"cache": "c"}, base={"phase": 2})
 
@@ -247,6 +251,15 @@ def test_phase1_sparse_focal_seed_variant(cache_dir, tmp_path):
     assert phase1.main(tiny_args(cache_dir, out, "--target", "sparse", "--loss", "focal", "--max-steps", "8", "--lr", "1e-2")) == 0
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["extra"]["train_config"]["loss"] == "focal"
+
+
+def test_init_checkpoint_fixes_the_input_normalisation(phase1_run, cache_dir, tmp_path, capsys):
+    from training import phase2
+
+    assert torch.load(phase1_run / "best.pt", weights_only=True)["config"]["input_norm"] == "image"
+    args = ["--cache", str(cache_dir), "--init", str(phase1_run / "best.pt"), "--input-norm", "imagenet",
+            "--out", str(tmp_path / "p2"), "--no-progress", "--dev-eval", "none", "--batch-size", "2"]
+    _fails(phase2.main, args, capsys, "has input_norm='image' but the config asks for 'imagenet'", "drop --input-norm")
 
 
 def test_best_checkpoint_exports_to_onnx(phase1_run, tmp_path):

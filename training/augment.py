@@ -110,8 +110,21 @@ def _motion_kernel(rng: np.random.Generator) -> np.ndarray:
     return kernel / max(float(kernel.sum()), 1e-6)
 
 
-def photometric(image: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
-    """Random brightness, contrast, gamma, motion blur and JPEG, each applied with probability ``p``.
+def extreme_exposure(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Squeeze a float image in [0, 1] into a narrow dark or bright band (contrast x0.08-0.35).
+
+    After the uint8 rounding that follows, this leaves a few grey levels of signal, as in an
+    under- or over-exposed frame or a foggy scene.
+    """
+    gain = math.exp(rng.uniform(math.log(0.08), math.log(0.35)))
+    level = rng.uniform(0.03, 0.25) if rng.random() < 0.5 else rng.uniform(0.7, 0.95)
+    y = (x - float(x.mean())) * gain + level
+    return np.clip(y, 0.0, 1.0)
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator, p: float = 0.5, extreme: float = 0.0) -> np.ndarray:
+    """Random brightness, contrast, gamma, motion blur and JPEG, each applied with probability ``p``,
+    then, with probability ``extreme``, :func:`extreme_exposure`.
 
     Args:
         image: uint8 ``[h, w]``.
@@ -133,6 +146,8 @@ def photometric(image: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> 
         x = x ** math.exp(math.log(0.7) + draws[2] * (math.log(1.4) - math.log(0.7)))
     if flags[3]:
         x = cv2.filter2D(x, -1, _motion_kernel(np.random.default_rng(int(draws[3] * 2**31))))
+    if extreme > 0 and rng.random() < extreme:
+        x = extreme_exposure(x, rng)
     out = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
     if flags[4]:  # JPEG quality 30..90
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(30 + 60 * draws[4])])

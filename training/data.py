@@ -82,7 +82,7 @@ class _CacheDataset:
         return np.random.default_rng([self.config.seed, self.config.phase, epoch, index])
 
     def view(self, entry: CacheEntry, M: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        src = photometric(entry.image, rng) if self.config.photometric else entry.image
+        src = photometric(entry.image, rng, extreme=self.config.photometric_extreme) if self.config.photometric else entry.image
         img, valid = render_view(src, M, self.config.crop)
         if self.config.photometric:
             img = add_noise(img, valid, rng)

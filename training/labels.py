@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ._deps import require
+from ._deps import match_opencv_threads, require
 from .cache import (
     ENTRIES,
     FORMAT,
@@ -144,6 +144,7 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(config: CacheConfig, image_root: str, cache_root: str, one_thread: bool = True) -> None:
     if one_thread:  # worker processes share the cores; one intra-op thread each
         require("torch").set_num_threads(1)
+    match_opencv_threads()
     _WORKER.update(labeller=Labeller(config), image_root=Path(image_root), cache_root=Path(cache_root))
 
 

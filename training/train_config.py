@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from kpnet.config import INPUT_NORMS
+
 from ._deps import require
 
 TARGETS: tuple[str, ...] = ("sparse", "blob", "dense")
@@ -90,6 +92,7 @@ class TrainConfig:
     max_rotation_deg: float = _f(10.0, "random rotation in [-x, x] degrees")
     perspective: float = _f(0.05, "random perspective: crop corners jittered by up to this fraction of the crop size (0: affine only)")
     photometric: bool = _f(True, "brightness, contrast, gamma, Gaussian noise, motion blur and JPEG augmentation")
+    photometric_extreme: float = _f(0.15, "probability of an extreme exposure (contrast x0.08-0.35 around a dark or bright level) on top of --photometric (0 disables)")
     # targets and losses
     target: str = _f("dense", "label type: sparse (binary mask at teacher keypoints), blob (Gaussian blobs), dense (teacher score map; needs a --dense cache)")
     loss: Optional[str] = _f(None, "phase 1: focal|bce (default focal for sparse, else bce); phase 2: huber|kl (default huber)")
@@ -105,6 +108,7 @@ class TrainConfig:
     fpn_width: Optional[int] = _f(None, "FPN channels (default: from --init, else 32, the width docs/ablations.md recommends)")
     init: Optional[str] = _f(None, "kpnet checkpoint to start from (required for phase 2)")
     init_backbone: Optional[str] = _f(None, "torchvision ImageNet MobileNetV3 weights file for the backbone")
+    input_norm: Optional[str] = _f(None, "input normalisation: image (per-image mean/std, brightness and contrast invariant) or imagenet (fixed statistics); default: from --init, else image")
     # optimisation
     batch_size: int = _f(16, "images (phase 1) or pairs (phase 2) per step and process")
     lr: float = _f(1e-3, "peak AdamW learning rate")
@@ -154,6 +158,8 @@ class TrainConfig:
         set_("direct_loss", direct)
         if self.backbone is not None and self.backbone not in ("small", "large"):
             raise ValueError(f"unknown backbone {self.backbone!r}; choose from: small, large")
+        if self.input_norm is not None and self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {self.input_norm!r}; choose from: {', '.join(INPUT_NORMS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose from: {', '.join(DEVICES)}")
         positive_int = ["batch_size", "epochs", "ckpt_every", "keep_ckpts", "log_every", "val_max_images", "val_max_keypoints"]
@@ -183,6 +189,7 @@ class TrainConfig:
             (self.direct_weight >= 0, "direct_weight must be >= 0"),
             (0 <= self.max_rotation_deg <= 180, "max_rotation_deg must be in [0, 180]"),
             (0 <= self.perspective < 0.5, "perspective must be in [0, 0.5)"),
+            (0 <= self.photometric_extreme <= 1, "photometric_extreme must be a probability in [0, 1]"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
-from ._deps import require
+from ._deps import match_opencv_threads, require
 from .cache import CacheConfig, LabelCache, check_config, load_cache
 from .data import StepBatchSampler, EvalPair, dev_eval_pairs, make_loader, split_indices, synthetic_val_pairs
 from .train_config import AUTO, TrainConfig, read_config_file, write_config_file
@@ -357,19 +357,20 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
 
     init = load_checkpoint(config.init) if config.init else None
     src = resume or init
-    backbone, width = config.backbone or "small", config.fpn_width or 32
+    backbone, width, norm = config.backbone or "small", config.fpn_width or 32, config.input_norm or "image"
     if src is not None:
-        sc = src["config"]
-        for name, want in (("backbone", config.backbone), ("fpn_width", config.fpn_width)):
+        sc = ModelConfig.from_dict(src["config"]).to_dict()
+        wanted = (("backbone", config.backbone), ("fpn_width", config.fpn_width), ("input_norm", config.input_norm))
+        for name, want in wanted:
             if want is not None and want != sc[name]:
                 raise ValueError(
                     f"{config.init or 'the resumed checkpoint'} has {name}={sc[name]!r} but the config asks for "
                     f"{want!r}; drop --{name.replace('_', '-')} or pick a matching checkpoint"
                 )
-        backbone, width = sc["backbone"], sc["fpn_width"]
+        backbone, width, norm = sc["backbone"], sc["fpn_width"], sc["input_norm"]
     if config.init_backbone and not Path(config.init_backbone).is_file():
         raise FileNotFoundError(f"--init-backbone weights not found: {config.init_backbone}")
-    model_config = ModelConfig(backbone=backbone, fpn_width=width, input_size=config.eval_size)
+    model_config = ModelConfig(backbone=backbone, fpn_width=width, input_size=config.eval_size, input_norm=norm)
 
     dev = None
     if config.dev_eval and config.dev_eval.lower() != "none":
@@ -619,6 +620,7 @@ def run(task: Task, argv: Optional[list[str]], description: str) -> int:
     except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    match_opencv_threads()
     rt = setup_runtime(config)
     try:
         summary = Trainer(prep, task, rt).fit()
