@@ -103,6 +103,25 @@ def load_pairs(root: Path, size: tuple[int, int], keep_aspect: bool = False, spl
     return pairs
 
 
+#: Exposure changes applied to the second image of each pair (``--exposure``), in grey levels:
+#: under-exposed (x0.15), bright and washed out (x0.2 + 199), low contrast around the mean (x0.15).
+EXPOSURES = ("dark", "bright", "lowc")
+
+
+def expose(gray: np.ndarray, kind: str) -> np.ndarray:
+    """``gray`` uint8 with one of the ``EXPOSURES`` applied (rounded back to uint8)."""
+    x = gray.astype(np.float32)
+    if kind == "dark":
+        y = 0.15 * x
+    elif kind == "bright":
+        y = 0.2 * x + 199.0
+    elif kind == "lowc":
+        y = 0.15 * (x - float(x.mean())) + float(x.mean())
+    else:
+        raise ValueError(f"unknown exposure {kind!r}; choose from: {', '.join(EXPOSURES)}")
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
 # --------------------------------------------------------------------------- detectors
 Detect = Callable[[np.ndarray, int], np.ndarray]  # (gray uint8, K) -> xy float [N, 2]
 
@@ -221,9 +240,11 @@ def evaluate_pair(p: Pair, xy1: np.ndarray, xy2: np.ndarray) -> dict[str, float]
 def run(args: argparse.Namespace) -> dict[str, Any]:
     size = tuple(int(v) for v in args.size.lower().split("x"))
     pairs = load_pairs(Path(args.data), size, args.keep_aspect, args.split)
+    if args.exposure:
+        pairs = [Pair(p.seq, p.k, p.img1, expose(p.img2, args.exposure), p.H) for p in pairs]
     ks = [int(k) for k in args.k.split(",")]
     names = list(args.model or []) + [b for b in args.baselines.split(",") if b]
-    results: dict[str, Any] = {"settings": {"data": str(args.data), "size": args.size, "keep_aspect": args.keep_aspect, "split": args.split, "K": ks, "nms_radius": args.nms_radius, "descriptor": DESCRIPTOR, "threads": args.threads, "pairs": len(pairs)}, "detectors": {}}
+    results: dict[str, Any] = {"settings": {"data": str(args.data), "size": args.size, "keep_aspect": args.keep_aspect, "split": args.split, "exposure": args.exposure, "K": ks, "nms_radius": args.nms_radius, "descriptor": DESCRIPTOR, "threads": args.threads, "pairs": len(pairs)}, "detectors": {}}
     for name in names:
         label, det = make_detector(name, args)
         per_k = {}
@@ -251,7 +272,8 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     lines = [
         f"Accuracy on {s['data']} ({s['pairs']} pairs) at {s['size']}{' (keep aspect)' if s['keep_aspect'] else ''}; "
-        f"NMS radius {s['nms_radius']} px for kpnet and GFTT/Harris min distance; descriptor for homography accuracy: {s['descriptor']}.",
+        f"NMS radius {s['nms_radius']} px for kpnet and GFTT/Harris min distance; descriptor for homography accuracy: {s['descriptor']}."
+        + (f" Second image of each pair with exposure '{s['exposure']}'." if s.get("exposure") else ""),
         "",
         "| detector | K | rep@1 | rep@3 | rep@5 | loc err (px) | H acc@1 | H acc@3 | H acc@5 | matching score | ms/img |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -314,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="640x480", help="evaluation WIDTHxHEIGHT (default 640x480)")
     p.add_argument("--keep-aspect", action="store_true", help="fit inside --size keeping the aspect ratio")
     p.add_argument("--split", choices=["i", "v"], help="HPatches illumination (i_*) or viewpoint (v_*) sequences only")
+    p.add_argument("--exposure", choices=EXPOSURES, help="change the exposure of the second image of every pair: dark (x0.15), bright (x0.2 + 199) or lowc (contrast x0.15)")
     p.add_argument("--nms-radius", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--superpoint-weights", help="SuperPoint weights file, needed for the 'superpoint' baseline")

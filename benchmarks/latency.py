@@ -68,6 +68,106 @@ def _time_stages(pre: Callable[[], Any], net: Callable[[Any], Any], post: Callab
     return {"pre": _stats(t_pre), "net": _stats(t_net), "post": _stats(t_post), "total": _stats(t_tot), "keypoints": n}
 
 
+class _HostClock:
+    """Wall-clock stage marks (host-side work)."""
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def elapsed_ms(self, a: float, b: float) -> float:
+        return (b - a) * 1e3
+
+    def sync(self) -> None:
+        pass
+
+
+class _CudaClock:
+    """CUDA events recorded on the current stream: each stage's GPU time, without the host
+    waiting between stages (``elapsed_ms`` synchronises on the stage's end event)."""
+
+    def __init__(self, torch: Any, device: Any) -> None:
+        self.torch, self.device = torch, device
+
+    def mark(self) -> Any:
+        e = self.torch.cuda.Event(enable_timing=True)
+        e.record(self.torch.cuda.current_stream(self.device))
+        return e
+
+    def elapsed_ms(self, a: Any, b: Any) -> float:
+        b.synchronize()
+        return float(a.elapsed_time(b))
+
+    def sync(self) -> None:
+        self.torch.cuda.synchronize(self.device)
+
+
+def _time_chain(stages: list[tuple[str, Callable[[Any], Any]]], total: Callable[[], Any], clock: Any, warmup: int, runs: int) -> dict[str, Any]:
+    """Time ``stages`` (each takes the previous stage's output) with ``clock`` marks between
+    them, then ``total`` end to end in wall-clock time with the device synchronised on both sides."""
+    def chain() -> Any:
+        x = None
+        for _, f in stages:
+            x = f(x)
+        return x
+
+    for _ in range(warmup):
+        chain()
+        total()
+    clock.sync()
+    per: dict[str, list[float]] = {name: [] for name, _ in stages}
+    out = None
+    for _ in range(runs):
+        marks = [clock.mark()]
+        x = None
+        for _, f in stages:
+            x = f(x)
+            marks.append(clock.mark())
+        for i, (name, _) in enumerate(stages):
+            per[name].append(clock.elapsed_ms(marks[i], marks[i + 1]))
+        out = x
+    tot = []
+    for _ in range(runs):
+        clock.sync()
+        t0 = time.perf_counter()
+        total()
+        clock.sync()
+        tot.append((time.perf_counter() - t0) * 1e3)
+    r: dict[str, Any] = {name: _stats(v) for name, v in per.items()}
+    r["total"] = _stats(tot)
+    r["keypoints"] = len(out) if out is not None else 0
+    return r
+
+
+def run_kpnet_device(det: Any, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
+    """Stage times of the on-device path (``detect_torch``): host->device copy of the uint8
+    frame (from pinned memory), pre-processing, network, decoding, device->host copy of the
+    keypoints. On CUDA each stage is timed with CUDA events; "total" is the whole path, frame
+    in host memory to keypoints in host memory, in wall-clock time with device synchronisation."""
+    import torch
+
+    device = det.backend.device
+    cuda = device.type == "cuda"
+    host = torch.from_numpy(np.ascontiguousarray(image))
+    if cuda:
+        host = host.pin_memory()
+    clock = _CudaClock(torch, device) if cuda else _HostClock()
+
+    def d2h(k: Any) -> np.ndarray:
+        return k.xy.cpu().numpy()
+
+    stages = [
+        ("h2d", lambda _: host.to(device, non_blocking=True)),
+        ("pre", lambda x: det._device_prepare(x)),
+        ("net", lambda p: (det.backend.run_device(p[0]), p[1])),
+        ("post", lambda o: det._device_decode(*o)),
+        ("d2h", d2h),
+    ]
+    with torch.inference_mode():
+        r = _time_chain(stages, lambda: d2h(det.detect_torch(host)), clock, a["warmup"], a["runs"])
+    r["timer"] = "CUDA events per stage" if cuda else "wall clock per stage"
+    return r
+
+
 def _gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -91,6 +191,15 @@ def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]
         raise ValueError(f"{path} runs at {det.input_size[1]}x{det.input_size[0]}, not the benchmark size {w}x{h}")
     if bsz > 1 and not det.info.dynamic_batch:
         raise ValueError(f"{path} has a fixed batch size; re-export without --static-batch to benchmark batch {bsz}")
+    device = getattr(det.backend, "device", None)
+    on_gpu = device is not None and getattr(device, "type", "cpu") == "cuda"
+    if on_gpu or a.get("device_path"):
+        if bsz > 1:
+            raise ValueError("the on-device path (detect_torch) runs one frame at a time; use --batch 1")
+        r = run_kpnet_device(det, image, a)
+        info = det.info
+        r.update(backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}, detect_torch", threads=info.threads, batch=1)
+        return r
     images = [image] * bsz
 
     def pre():
@@ -351,15 +460,15 @@ def _fmt(r: dict[str, Any], stage: str) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| detector | backend | threads | batch | pre ms | net ms | post ms | total ms (median) | total p90 | total p99 | FPS | keypoints | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| detector | backend | threads | batch | h2d ms | pre ms | net ms | post ms | d2h ms | total ms (median) | total p90 | total p99 | FPS | keypoints | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['name']} | skipped: {r['error']} |  |  |  |  |  |  |  |  |  |  |  |")
+            lines.append(f"| {r['name']} | skipped: {r['error']} |  |  |  |  |  |  |  |  |  |  |  |  |  |")
             continue
         lines.append(
-            f"| {r['name']} | {r['backend']} | {r['threads']} | {r.get('batch', 1)} | {_fmt(r, 'pre')} | {_fmt(r, 'net')} | {_fmt(r, 'post')} | "
+            f"| {r['name']} | {r['backend']} | {r['threads']} | {r.get('batch', 1)} | {_fmt(r, 'h2d')} | {_fmt(r, 'pre')} | {_fmt(r, 'net')} | {_fmt(r, 'post')} | {_fmt(r, 'd2h')} | "
             f"**{r['total']['median']:.2f}** | {r['total']['p90']:.2f} | {r['total']['p99']:.2f} | {1e3 / r['total']['median']:.0f} | {r['keypoints']} | {r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
@@ -375,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", "--model", nargs="*", help="kpnet model files (default: models/*.onnx)")
     p.add_argument("--backends", default="onnxruntime", help="comma-separated: onnxruntime (.onnx), torch (.pt next to it), tensorrt (.engine next to it)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,4 (times are per image)")
-    p.add_argument("--device", help="torch device for the torch backend (default cpu)")
+    p.add_argument("--device", help="torch device for the torch backend (default cpu); on cuda the on-device path is timed with CUDA events")
+    p.add_argument("--device-path", action="store_true", help="time the on-device path (detect_torch: h2d, pre, net, post, d2h) for .pt/.engine models also on CPU")
     p.add_argument("--distribution", default="topk", help="kpnet keypoint distribution: topk, grid, anms (comma-separated to compare)")
     p.add_argument("--baselines", default=DEFAULT_BASELINES, help=f"comma-separated, from: {', '.join(BASELINES)}; '' for none")
     p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
@@ -397,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in models:
         if not Path(m).is_file():
             p.error(f"model not found: {m}")
-    args = {"size": (w, h), "threads": a.threads, "runs": a.runs, "warmup": a.warmup, "k": a.max_keypoints, "image": a.image, "device": a.device}
+    args = {"size": (w, h), "threads": a.threads, "runs": a.runs, "warmup": a.warmup, "k": a.max_keypoints, "image": a.image, "device": a.device, "device_path": a.device_path}
     distributions = [d for d in a.distribution.split(",") if d]
     backends = [b for b in a.backends.split(",") if b]
     bad = [b for b in backends if b not in SUFFIX]

@@ -165,18 +165,26 @@ class KeypointDetector:
         BGR or HxWx4 BGRA, uint8 or float in [0, 1]. Plain top-k decoding runs on the device;
         grid/ANMS/min-distance decoding runs on the host and the result is moved back.
         """
+        x, rs = self._device_prepare(image)
+        return self._device_decode(self.backend.run_device(x), rs)
+
+    # The three stages of detect_torch, separately (the latency benchmark times each one).
+    def _device_prepare(self, image: Any):
         run_device = getattr(self.backend, "run_device", None)
         if run_device is None:
             raise ValueError(
                 f"detect_torch needs a backend that runs on torch tensors (.pt or .engine); "
                 f"{self.info.name} returns host arrays: use detect()"
             )
-        from .device import decode_on_device, preprocess_device, to_device_image
+        from .device import preprocess_device, to_device_image
+
+        return preprocess_device(to_device_image(image, self.backend.device), self.input_size)
+
+    def _device_decode(self, out: dict, rs: Any) -> TorchKeypoints:
+        from .device import decode_on_device
 
         torch = __import__("torch")
         device = self.backend.device  # backends with run_device expose their torch device
-        x, rs = preprocess_device(to_device_image(image, device), self.input_size)
-        out = run_device(x)
         cfg = self.config
         if self.info.postprocess_in_graph:
             n = min(int(out["counts"][0]), cfg.max_keypoints)

@@ -81,6 +81,23 @@ def test_accuracy_cli(tmp_path, tiny_onnx, capsys):
     assert "SIFT" in res["settings"]["descriptor"]
     assert "| gftt | 50 |" in (out / "accuracy.md").read_text()
     assert acc.main([str(tmp_path / "missing")]) == 2
+    # the exposure variant changes the second image only, and says so
+    out2 = tmp_path / "out2"
+    assert acc.main([str(tmp_path / "data"), "--baselines", "gftt", "--k", "50", "--out", str(out2), "--exposure", "dark"]) == 0
+    assert json.loads((out2 / "accuracy.json").read_text())["settings"]["exposure"] == "dark"
+    assert "exposure 'dark'" in (out2 / "accuracy.md").read_text()
+
+
+def test_exposure_variants():
+    acc = _load("accuracy")
+    img = _scene()
+    dark, bright, lowc = (acc.expose(img, k) for k in ("dark", "bright", "lowc"))
+    assert dark.max() <= 0.15 * 255 + 1 and bright.min() >= 199 and abs(lowc.std() - 0.15 * img.std()) < 1.0
+    assert abs(float(lowc.mean()) - float(img.mean())) < 1.0
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown exposure 'fog'"):
+        acc.expose(img, "fog")
 
 
 def test_latency_cli(tmp_path, tiny_onnx):
@@ -98,4 +115,39 @@ def test_latency_cli(tmp_path, tiny_onnx):
     assert res["results"][2]["backend"].startswith("torch")
     assert "TensorRT" in res["results"][4]["error"]  # listed as skipped, with the reason
     assert "not run" in res["results"][7]["error"]
+
+
+def test_latency_device_path_stages(tmp_path, tiny_onnx):
+    """The on-device path (as timed with CUDA events on a GPU) runs its five stages on CPU too."""
+    lat = _load("latency")
+    out = tmp_path / "lat"
+    args = ["--models", str(tiny_onnx), "--backends", "torch", "--device-path", "--baselines", "", "--size", "160x128"]
+    assert lat.main(args + ["--runs", "3", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
+    (r,) = json.loads((out / "latency.json").read_text())["results"]
+    assert "error" not in r, r
+    assert all(r[k]["median"] >= 0 for k in ("h2d", "pre", "net", "post", "d2h", "total"))
+    assert r["timer"] == "wall clock per stage" and "detect_torch" in r["backend"] and r["keypoints"] > 0
+    assert "| h2d ms |" in (out / "latency.md").read_text()
     assert (out / "latency.png").is_file()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def test_latency_cuda_events(tmp_path, tiny_onnx):
+    import pytest
+
+    if not _cuda_available():
+        pytest.skip("needs a CUDA GPU (stage times with CUDA events); none on this machine")
+    lat = _load("latency")
+    out = tmp_path / "lat"
+    args = ["--models", str(tiny_onnx), "--backends", "torch", "--device", "cuda", "--baselines", "", "--size", "160x128"]
+    assert lat.main(args + ["--runs", "5", "--warmup", "2", "--threads", "1", "--out", str(out)]) == 0
+    (r,) = json.loads((out / "latency.json").read_text())["results"]
+    assert r["timer"] == "CUDA events per stage" and r["net"]["median"] > 0 and r["h2d"]["median"] > 0
+    assert json.loads((out / "latency.json").read_text())["env"]["gpu"]
