@@ -28,8 +28,8 @@ from typing import Any, Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINES = ("orb", "fast", "gftt", "harris", "sift", "superpoint-arch", "aliked-n16", "aliked-t16", "xfeat")
-DEFAULT_BASELINES = "orb,fast,gftt,superpoint-arch,aliked-n16,xfeat"
+BASELINES = ("orb", "fast", "gftt", "harris", "sift", "superpoint-arch", "xfeat-arch", "aliked-n16", "aliked-t16")
+DEFAULT_BASELINES = "orb,fast,gftt,superpoint-arch,xfeat-arch,aliked-n16"
 
 
 # --------------------------------------------------------------------------- timing helpers
@@ -244,26 +244,43 @@ def run_opencv(name: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any
     return r
 
 
-def run_superpoint_arch(image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
-    """SuperPoint's architecture (random weights: latency only) under ONNX Runtime, full
-    network (detector + descriptor heads), host decoding as in SuperPoint."""
+def _arch_net(name: str):
+    """(torch network with random weights, index of its 65-channel keypoint logits, index of a
+    reliability map or None) for the ``*-arch`` baselines."""
+    if name == "superpoint-arch":
+        from training.teachers.superpoint import SuperPointNet
+
+        return SuperPointNet().eval(), 0, None
+    if name == "xfeat-arch":
+        from kornia.feature.xfeat import XFeatModel
+
+        return XFeatModel().eval(), 1, 2
+    raise ValueError(f"unknown architecture baseline {name!r}")
+
+
+def run_onnx_arch(name: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
+    """SuperPoint's or XFeat's architecture (random weights: latency only) under ONNX Runtime,
+    the whole network (detector and descriptor heads), then host decoding of the 65-channel
+    keypoint logits as in those papers (softmax, drop the dustbin, depth-to-space; XFeat also
+    weights by its reliability map), NMS and top-k. Descriptor sampling is not included."""
     import torch
 
     from kpnet.config import DecodeConfig
     from kpnet.postprocess import decode
-    from training.teachers.superpoint import SuperPointNet
 
     import onnxruntime as ort
 
     w, h = a["size"]
-    net_t = SuperPointNet().eval()
-    tmp = Path(tempfile.mkdtemp()) / "superpoint.onnx"
-    torch.onnx.export(net_t, (torch.rand(1, 1, h, w),), str(tmp), dynamo=False, input_names=["image"], output_names=["logits", "descriptors"], opset_version=17)
+    net_t, kp_out, rel_out = _arch_net(name)
+    tmp = Path(tempfile.mkdtemp()) / f"{name}.onnx"
+    with torch.no_grad():
+        n_out = len(net_t(torch.rand(1, 1, 64, 64)))
+        torch.onnx.export(net_t, (torch.rand(1, 1, h, w),), str(tmp), dynamo=False, input_names=["image"], output_names=[f"out{i}" for i in range(n_out)], opset_version=17)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = a["threads"]
     sess = ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
-    cfg = DecodeConfig(max_keypoints=a["k"], nms_radius=4, threshold=0.005, border=4)
+    cfg = DecodeConfig(max_keypoints=a["k"], nms_radius=4, threshold=0.0, border=4)
 
     def pre():
         return (_gray(image, (w, h)).astype(np.float32) / 255.0)[None, None]
@@ -272,12 +289,14 @@ def run_superpoint_arch(image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
         return sess.run(None, {"image": x})
 
     def post(o):
-        logits = o[0][0]
+        logits = o[kp_out][0]
         e = np.exp(logits - logits.max(axis=0, keepdims=True))
         p = (e / e.sum(axis=0, keepdims=True))[:64]
         hc, wc = p.shape[1:]
         prob = p.reshape(8, 8, hc, wc).transpose(2, 0, 3, 1).reshape(hc * 8, wc * 8)
-        return decode(prob, cfg, logits=False)[0]
+        if rel_out is not None:
+            prob = prob * np.repeat(np.repeat(o[rel_out][0, 0], 8, axis=0), 8, axis=1)
+        return decode(np.ascontiguousarray(prob, dtype=np.float32), cfg, logits=False)[0]
 
     r = _time_stages(pre, net, post, lambda: post(net(pre())), a["warmup"], a["runs"])
     r.update(backend=f"onnxruntime {ort.__version__} (CPU, fp32), random weights", threads=a["threads"])
@@ -325,8 +344,8 @@ def _child(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
             r = run_kpnet(target, image, a)
         elif target in ("orb", "fast", "gftt", "harris", "sift"):
             r = run_opencv(target, image, a)
-        elif target == "superpoint-arch":
-            r = run_superpoint_arch(image, a)
+        elif target.endswith("-arch"):
+            r = run_onnx_arch(target, image, a)
         elif target.startswith("aliked"):
             r = run_aliked(target, image, a)
         else:
@@ -341,8 +360,6 @@ def run_isolated(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
     """Run one entry in a fresh interpreter; its last stdout line is the JSON result."""
     if kind == "skip":
         return {"error": target}
-    if target == "xfeat":
-        return {"error": "not run: XFeat is not installable offline here (no package or weights on this machine's registries)"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps([kind, target, a])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
