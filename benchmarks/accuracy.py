@@ -131,6 +131,43 @@ def _cv_kps_to_xy(kps, k: int) -> np.ndarray:
     return np.array([p.pt for p in kps], np.float32).reshape(-1, 2)
 
 
+#: ``aliked-n16-dense``: the teacher's dense score map decoded like kpnet's heatmap (NMS radius,
+#: top-k), which is exactly the phase-1 target the student imitates; ``aliked-n16-ha8``: the same
+#: map after homographic adaptation over 8 random homographies (``--homographic-adaptation 8``).
+TEACHER_MAP = re.compile(r"^(aliked-[a-z0-9]+)-(dense|ha(\d+))$")
+
+
+def _teacher_map_detector(teacher_name: str, n_ha: int, args: argparse.Namespace) -> Detect:
+    import hashlib
+
+    import torch
+
+    from kpnet.config import DecodeConfig
+    from kpnet.postprocess import decode
+    from training.homography import HomographyConfig, sample_homography
+    from training.labels import homographic_adaptation
+    from training.teachers import TeacherConfig, build_teacher
+
+    torch.set_num_threads(args.threads)
+    teacher = build_teacher(TeacherConfig(name=teacher_name))
+
+    def detect(g: np.ndarray, k: int) -> np.ndarray:
+        h, w = g.shape
+        x = torch.from_numpy(g.astype(np.float32) / 255.0)[None, None]
+        pad_h, pad_w = (-h) % 32, (-w) % 32  # ALIKED needs multiples of 32
+        if pad_h or pad_w:
+            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        size = (w + pad_w, h + pad_h)
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha1(g.tobytes()).digest()[:8], "little"))
+        hs = [sample_homography(size, HomographyConfig(), rng) for _ in range(n_ha)]
+        with torch.inference_mode():
+            dense = homographic_adaptation(x, teacher.dense_map, hs)[:h, :w]
+        xy, _ = decode(np.ascontiguousarray(dense.numpy(), np.float32), DecodeConfig(max_keypoints=k, nms_radius=args.nms_radius), logits=False)
+        return xy
+
+    return detect
+
+
 def make_detector(name: str, args: argparse.Namespace) -> tuple[str, Detect]:
     """A detector by baseline name or model path."""
     if name == "orb":
@@ -149,6 +186,9 @@ def make_detector(name: str, args: argparse.Namespace) -> tuple[str, Detect]:
     if name == "sift":
         sift = cv2.SIFT_create()
         return name, lambda g, k: _cv_kps_to_xy(sift.detect(g, None), k)
+    m = TEACHER_MAP.match(name)
+    if m:
+        return name, _teacher_map_detector(m.group(1), int(m.group(3) or 0), args)
     if name.startswith("aliked") or name == "superpoint":
         import torch
 
@@ -331,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("data", help="folder in HPatches layout")
     p.add_argument("--model", action="append", help="kpnet model file (repeatable)")
-    p.add_argument("--baselines", default="orb,fast,gftt,harris,sift,aliked-n16", help=f"comma-separated from: {', '.join(CLASSICAL + LEARNED)}")
+    p.add_argument("--baselines", default="orb,fast,gftt,harris,sift,aliked-n16", help=f"comma-separated from: {', '.join(CLASSICAL + LEARNED)}, or TEACHER-dense / TEACHER-haN (e.g. aliked-n16-ha8: the teacher's dense map, homographically adapted over N views, decoded like kpnet)")
     p.add_argument("--k", default="300,1000", help="keypoint budgets (default 300,1000)")
     p.add_argument("--size", default="640x480", help="evaluation WIDTHxHEIGHT (default 640x480)")
     p.add_argument("--keep-aspect", action="store_true", help="fit inside --size keeping the aspect ratio")
@@ -343,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/accuracy")
     a = p.parse_args(argv)
     names = [b for b in a.baselines.split(",") if b]
-    bad = [b for b in names if b not in CLASSICAL + LEARNED]
+    bad = [b for b in names if b not in CLASSICAL + LEARNED and not TEACHER_MAP.match(b)]
     if bad:
         p.error(f"unknown baselines {bad}; choose from: {', '.join(CLASSICAL + LEARNED)}")
     if "superpoint" in names and not a.superpoint_weights:

