@@ -220,7 +220,7 @@ def make_detector(name: str, args: argparse.Namespace) -> tuple[str, Detect]:
 
     def kp(g: np.ndarray, k: int) -> np.ndarray:
         if k not in dets:
-            dets[k] = KeypointDetector(path, max_keypoints=k, nms_radius=args.nms_radius, threads=args.threads)
+            dets[k] = KeypointDetector(path, max_keypoints=k, nms_radius=args.nms_radius, threads=args.threads, subpixel=getattr(args, "subpixel", False))
         return dets[k].detect(g).xy
 
     return path.name, kp
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pairs = [Pair(p.seq, p.k, p.img1, expose(p.img2, args.exposure), p.H) for p in pairs]
     ks = [int(k) for k in args.k.split(",")]
     names = list(args.model or []) + [b for b in args.baselines.split(",") if b]
-    results: dict[str, Any] = {"settings": {"data": str(args.data), "size": args.size, "keep_aspect": args.keep_aspect, "split": args.split, "exposure": args.exposure, "K": ks, "nms_radius": args.nms_radius, "descriptor": DESCRIPTOR, "threads": args.threads, "pairs": len(pairs)}, "detectors": {}}
+    results: dict[str, Any] = {"settings": {"data": str(args.data), "size": args.size, "keep_aspect": args.keep_aspect, "split": args.split, "exposure": args.exposure, "K": ks, "nms_radius": args.nms_radius, "subpixel": args.subpixel, "descriptor": DESCRIPTOR, "threads": args.threads, "pairs": len(pairs)}, "detectors": {}}
     for name in names:
         label, det = make_detector(name, args)
         per_k = {}
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=["i", "v"], help="HPatches illumination (i_*) or viewpoint (v_*) sequences only")
     p.add_argument("--exposure", choices=EXPOSURES, help="change the exposure of the second image of every pair: dark (x0.15), bright (x0.2 + 199) or lowc (contrast x0.15)")
     p.add_argument("--nms-radius", type=int, default=4)
+    p.add_argument("--subpixel", action="store_true", help="kpnet models: refine keypoints with the 3x3 quadratic fit (DecodeConfig.subpixel)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--superpoint-weights", help="SuperPoint weights file, needed for the 'superpoint' baseline")
     p.add_argument("--out", default="runs/accuracy")

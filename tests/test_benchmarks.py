@@ -83,7 +83,7 @@ def test_accuracy_cli(tmp_path, tiny_onnx, capsys):
     assert acc.main([str(tmp_path / "missing")]) == 2
     # the exposure variant changes the second image only, and says so
     out2 = tmp_path / "out2"
-    assert acc.main([str(tmp_path / "data"), "--baselines", "gftt", "--k", "50", "--out", str(out2), "--exposure", "dark"]) == 0
+    assert acc.main([str(tmp_path / "data"), "--baselines", "gftt", "--k", "50", "--out", str(out2), "--exposure", "dark", "--model", str(tiny_onnx), "--subpixel"]) == 0
     assert json.loads((out2 / "accuracy.json").read_text())["settings"]["exposure"] == "dark"
     assert "exposure 'dark'" in (out2 / "accuracy.md").read_text()
 
