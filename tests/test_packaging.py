@@ -84,3 +84,34 @@ def test_model_checksums():
         data = (ROOT / "models" / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == digest, f"{name} does not match its checksum"
         assert len(data) < 20e6, f"{name} is {len(data) / 1e6:.1f} MB; shipped models stay a few MB"
+
+
+def _expose(gray: np.ndarray, kind: str) -> np.ndarray:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kp_accuracy", ROOT / "benchmarks" / "accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["kp_accuracy"] = mod
+    spec.loader.exec_module(mod)
+    return mod.expose(gray, kind)
+
+
+def test_shipped_models_survive_exposure_extremes():
+    """A real photo made very dark (x0.15), washed-out bright (x0.2 + 199) or flat (contrast
+    x0.15): the heatmap must not go flat, and most keypoints must stay where they were."""
+    import cv2
+
+    from kpnet import KeypointDetector
+
+    gray = cv2.imread(str(ROOT / "examples" / "astronaut.jpg"), cv2.IMREAD_GRAYSCALE)
+    for path in sorted((ROOT / "models").glob("*.onnx")):
+        det = KeypointDetector(path, max_keypoints=500)
+        ref = det.detect(gray)
+        for kind in ("dark", "bright", "lowc"):
+            img = _expose(gray, kind)
+            assert img.std() < 0.2 * gray.std()  # really an extreme: a few grey levels of signal
+            got = det.detect(img)
+            assert len(got) == 500 and got.scores[0] > 0.5, (path.name, kind, got.scores[:3])
+            d = np.linalg.norm(got.xy[:, None] - ref.xy[None], axis=-1).min(axis=1)
+            kept = float((d <= 3).mean())
+            assert kept > MIN_KEPT_UNDER_EXPOSURE, f"{path.name}, {kind}: only {kept:.2f} of the keypoints stay within 3 px"
