@@ -253,13 +253,24 @@ def test_phase1_sparse_focal_seed_variant(cache_dir, tmp_path):
     assert ckpt["extra"]["train_config"]["loss"] == "focal"
 
 
-def test_init_checkpoint_fixes_the_input_normalisation(phase1_run, cache_dir, tmp_path, capsys):
+def test_input_normalisation_from_init_or_converted(phase1_run, cache_dir, tmp_path, capsys):
     from training import phase2
+    from training.train_config import resolve_config
+    from training.trainer import prepare
 
     assert torch.load(phase1_run / "best.pt", weights_only=True)["config"]["input_norm"] == "image"
-    args = ["--cache", str(cache_dir), "--init", str(phase1_run / "best.pt"), "--input-norm", "imagenet",
-            "--out", str(tmp_path / "p2"), "--no-progress", "--dev-eval", "none", "--batch-size", "2"]
-    _fails(phase2.main, args, capsys, "has input_norm='image' but the config asks for 'imagenet'", "drop --input-norm")
+    base = {"cache": str(cache_dir), "init": str(phase1_run / "best.pt"), "dev_eval": "none", "batch_size": 2}
+    assert prepare(resolve_config(2, base)).model_config.input_norm == "image"  # inherited
+    converted = prepare(resolve_config(2, {**base, "input_norm": "imagenet"}))
+    assert converted.model_config.input_norm == "imagenet"
+    assert "fine-tuning it with input_norm='imagenet'" in capsys.readouterr().err
+    # a resumed run keeps its normalisation
+    out = tmp_path / "p2"
+    args = ["--cache", str(cache_dir), "--init", str(phase1_run / "best.pt"), "--out", str(out), "--no-progress",
+            "--dev-eval", "none", "--batch-size", "2", "--max-steps", "2", "--ckpt-every", "1", "--val-max-images", "2"]
+    assert phase2.main(args) == 0
+    _fails(phase2.main, ["--resume", str(out / "last.pt"), "--input-norm", "imagenet"], capsys,
+           "has input_norm='image' but the config asks for 'imagenet'", "drop --input-norm")
 
 
 def test_best_checkpoint_exports_to_onnx(phase1_run, tmp_path):

@@ -108,7 +108,7 @@ class TrainConfig:
     fpn_width: Optional[int] = _f(None, "FPN channels (default: from --init, else 32, the width docs/ablations.md recommends)")
     init: Optional[str] = _f(None, "kpnet checkpoint to start from (required for phase 2)")
     init_backbone: Optional[str] = _f(None, "torchvision ImageNet MobileNetV3 weights file for the backbone")
-    input_norm: Optional[str] = _f(None, "input normalisation: image (per-image mean/std, brightness and contrast invariant) or imagenet (fixed statistics); default: from --init, else image")
+    input_norm: Optional[str] = _f(None, "input normalisation: image (per-image mean/std, brightness and contrast invariant) or imagenet (fixed statistics); default: from --init, else image. Differing from --init's converts it: the weights are fine-tuned under the new normalisation")
     # optimisation
     batch_size: int = _f(16, "images (phase 1) or pairs (phase 2) per step and process")
     lr: float = _f(1e-3, "peak AdamW learning rate")

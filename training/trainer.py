@@ -360,7 +360,9 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
     backbone, width, norm = config.backbone or "small", config.fpn_width or 32, config.input_norm or "image"
     if src is not None:
         sc = ModelConfig.from_dict(src["config"]).to_dict()
-        wanted = (("backbone", config.backbone), ("fpn_width", config.fpn_width), ("input_norm", config.input_norm))
+        wanted = [("backbone", config.backbone), ("fpn_width", config.fpn_width)]
+        if resume is not None:
+            wanted.append(("input_norm", config.input_norm))
         for name, want in wanted:
             if want is not None and want != sc[name]:
                 raise ValueError(
@@ -368,6 +370,14 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
                     f"{want!r}; drop --{name.replace('_', '-')} or pick a matching checkpoint"
                 )
         backbone, width, norm = sc["backbone"], sc["fpn_width"], sc["input_norm"]
+        if resume is None and config.input_norm is not None and config.input_norm != norm:
+            # Same weights, another input normalisation: fine-tuning adapts the stem. This is how
+            # a student trained with fixed ImageNet statistics becomes exposure invariant.
+            print(
+                f"note: {config.init} was trained with input_norm={norm!r}; fine-tuning it with "
+                f"input_norm={config.input_norm!r}", file=sys.stderr,
+            )
+            norm = config.input_norm
     if config.init_backbone and not Path(config.init_backbone).is_file():
         raise FileNotFoundError(f"--init-backbone weights not found: {config.init_backbone}")
     model_config = ModelConfig(backbone=backbone, fpn_width=width, input_size=config.eval_size, input_norm=norm)
