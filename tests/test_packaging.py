@@ -87,8 +87,9 @@ def test_model_checksums():
 
 
 #: Fraction of a photo's 500 keypoints that must stay within 3 px when its exposure is pushed to
-#: an extreme. The first shipped student (fixed ImageNet input statistics) kept 0.4-0.6.
-MIN_KEPT_UNDER_EXPOSURE = 0.7
+#: an extreme. The first shipped student (fixed ImageNet input statistics) kept 0.70-0.72;
+#: the per-image normalised one keeps 0.95-0.97.
+MIN_KEPT_UNDER_EXPOSURE = 0.85
 
 
 def _expose(gray: np.ndarray, kind: str) -> np.ndarray:
