@@ -86,8 +86,11 @@ def build_export_module(model, decode: DecodeConfig | None):
     return (model if decode is None else _WithDecode()).eval()
 
 
-def trace(module, out_path: Path, opts: ExportOptions, size_hw: tuple[int, int]) -> None:
-    """Stage 3: trace to ONNX (bicubic upsampling included) and write ``out_path``."""
+def trace(module, out_path: Path, opts: ExportOptions, size_hw: tuple[int, int], stride: int = 32) -> None:
+    """Stage 3: trace to ONNX (bicubic upsampling included) and write ``out_path``.
+
+    ``stride``: the model's ``config.stride``; dynamic height and width are multiples of it.
+    """
     torch = require("torch")
     require("onnx")
     h, w = size_hw
@@ -100,8 +103,8 @@ def trace(module, out_path: Path, opts: ExportOptions, size_hw: tuple[int, int])
         if opts.dynamic_batch:
             dims[0] = torch.export.Dim("batch", min=1, max=256)
         if opts.dynamic_hw:
-            dims[2] = 32 * torch.export.Dim("h32", min=1, max=256)
-            dims[3] = 32 * torch.export.Dim("w32", min=1, max=256)
+            dims[2] = stride * torch.export.Dim("h_cells", min=1, max=8192 // stride)
+            dims[3] = stride * torch.export.Dim("w_cells", min=1, max=8192 // stride)
         torch.onnx.export(module, (dummy,), str(out_path), dynamo=True, dynamic_shapes={"image": dims} if dims else None, verbose=False, **kwargs)
     else:
         axes = {}
@@ -217,9 +220,9 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opts: ExportOption
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model = load_model(checkpoint)
-    size = opts.input_size or model.config.input_size
+    size = _check_hw("input_size", tuple(opts.input_size or model.config.input_size), model.config.stride)
     module = build_export_module(model, opts.decode)
-    trace(module, out_path, opts, size)
+    trace(module, out_path, opts, size, model.config.stride)
     cfg = model.config.to_dict()
     cfg["input_size"] = list(size)
     meta = {

@@ -422,6 +422,14 @@ def resolve_profile(opts: TrtBuildOptions, facts: OnnxFacts) -> ShapeProfile:
                 f"{facts.path.name} has a fixed {label} of {d}, but the profile asks {prof.min[axis]}..{prof.max[axis]}; "
                 f"use {label} {d} or re-export with python -m export.onnx {fix}"
             )
+    stride = STRIDE * int((facts.model_config or {}).get("downsample", 1))
+    for k in ("min", "opt", "max"):
+        s = getattr(prof, k)
+        if s[2] % stride or s[3] % stride:
+            raise ValueError(
+                f"profile shape {k} {s[2]}x{s[3]}: {facts.path.name} pools its input {stride // STRIDE}x, so height "
+                f"and width must be multiples of {stride}"
+            )
     return prof
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import __version__
 from ._deps import require
-from .config import STRIDE, ModelConfig
+from .config import ModelConfig
 from .errors import ModelLoadError, ModelNotFoundError
 from .upsample import BicubicUpsample
 
@@ -43,14 +43,16 @@ def _is_exporting() -> bool:
 class KpNet(nn.Module):
     """MobileNetV3 + FPN keypoint student.
 
-    Input: float [B, 1, H, W] grayscale in [0, 1], H and W multiples of 32. Inside, it is
+    Input: float [B, 1, H, W] grayscale in [0, 1], H and W multiples of ``config.stride`` (32,
+    or 64 with ``downsample=2``, where the input is first average-pooled 2x2). Inside, it is
     normalised (``config.input_norm``: each image by its own mean and standard deviation, so a
     global brightness or contrast change leaves the input unchanged; or fixed ImageNet
     statistics) and replicated to 3 channels.
     Output: float [B, 1, H, W] keypoint logits (apply a sigmoid for probabilities).
 
     Aggregation: the four FPN levels (strides 4, 8, 16, 32) are bilinearly upsampled to stride
-    4 and summed, reduced to one channel by a 1x1 convolution, and bicubically upsampled x4.
+    4 and summed, reduced to one channel by a 1x1 convolution, and bicubically upsampled x4
+    (x8 with ``downsample=2``) to the input resolution.
     Because the 1x1 convolution and bilinear upsampling are both linear, the convolution is
     applied to each level before upsampling (same result, 1 channel to resize instead of C).
     """
@@ -68,7 +70,7 @@ class KpNet(nn.Module):
         self.head = nn.Conv2d(self.config.fpn_width, 1, kernel_size=1)
         # Prior of 1% keypoint probability (as in RetinaNet) so training starts from a sparse map.
         nn.init.constant_(self.head.bias, -math.log(99.0))
-        self.upsample = BicubicUpsample(4)
+        self.upsample = BicubicUpsample(4 * self.config.downsample)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -80,11 +82,14 @@ class KpNet(nn.Module):
                     f"KpNet expects a grayscale batch [B, 1, H, W], got shape {tuple(image.shape)}"
                 )
             h, w = image.shape[-2:]
-            if h % STRIDE or w % STRIDE:
+            stride = self.config.stride
+            if h % stride or w % stride:
                 raise ValueError(
-                    f"KpNet input height and width must be multiples of {STRIDE}, got {h}x{w}; "
+                    f"KpNet input height and width must be multiples of {stride}, got {h}x{w}; "
                     "resize or pad the image (KeypointDetector does this for you)"
                 )
+        if self.config.downsample > 1:
+            image = F.avg_pool2d(image, self.config.downsample)
         feats: "OrderedDict[str, torch.Tensor]" = OrderedDict()
         x = self._stem(image)
         for i, layer in enumerate(self.backbone):

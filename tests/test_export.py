@@ -86,3 +86,36 @@ def test_cli(tiny_ckpt, tmp_path, capsys):
     assert "max |heatmap diff|" in text and "keypoint agreement = 100.00%" in text
     assert main([str(tmp_path / "missing.pt"), "-o", str(out)]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_fast_variant_exports_and_detects_in_original_pixels(tmp_path, sample_bgr):
+    """downsample=2 (the fast variant): ONNX keeps the in-graph pooling and x8 bicubic as
+    convolutions, ONNX Runtime matches PyTorch, and keypoints come back in original pixels."""
+    import torch
+
+    from kpnet import KeypointDetector
+    from kpnet.config import ModelConfig
+    from kpnet.model import KpNet
+
+    torch.manual_seed(0)
+    model = KpNet(ModelConfig(fpn_width=16, input_size=(128, 192), downsample=2))
+    with torch.no_grad():
+        model.head.weight.mul_(30.0)
+    ckpt = tmp_path / "fast.pt"
+    model.save_pretrained(ckpt)
+    out = tmp_path / "fast.onnx"
+    export_onnx(ckpt, out, ExportOptions(exporter="torchscript"))
+    m = onnx.load(str(out))
+    assert json.loads({p.key: p.value for p in m.metadata_props}["kpnet_model_config"])["downsample"] == 2
+    assert not any(n.op_type == "Resize" and any(a.name == "mode" and a.s == b"cubic" for a in n.attribute) for n in m.graph.node)
+    with KeypointDetector(ckpt, max_keypoints=200) as dt, KeypointDetector(out, max_keypoints=200) as do:
+        assert do.input_size == (128, 192)
+        ht, ho = dt.heatmap(sample_bgr), do.heatmap(sample_bgr)
+        assert ht.shape == ho.shape == (128, 192) and np.abs(ht - ho).max() < 1e-4
+        kt, ko = dt.detect(sample_bgr), do.detect(sample_bgr)
+    assert len(kt) == len(ko) >= 50
+    np.testing.assert_allclose(kt.xy, ko.xy, atol=1e-3)
+    h, w = sample_bgr.shape[:2]
+    assert ko.xy[:, 0].max() > 0.8 * w and ko.xy[:, 1].max() > 0.8 * h  # mapped back to the full image
+    with pytest.raises(ValueError, match="multiples of 64, got 96x192"):
+        export_onnx(ckpt, tmp_path / "bad.onnx", ExportOptions(input_size=(96, 192), exporter="torchscript"))

@@ -47,6 +47,25 @@ def test_aggregation_equals_upsample_sum_then_conv(norm):
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_downsample_pools_the_input_and_upsamples_x8():
+    """The fast variant equals: average-pool 2x2, the full-resolution network's stride-4 logits,
+    then bicubic x8 (``F.interpolate``) back to the input size."""
+    torch.manual_seed(2)
+    full = KpNet(ModelConfig(fpn_width=8, input_size=(128, 192))).eval()
+    fast = KpNet(ModelConfig(fpn_width=8, input_size=(128, 192), downsample=2)).eval()
+    fast.load_state_dict(full.state_dict())  # same weights: the conversion the trainer does
+    x = torch.rand(2, 1, 128, 192)
+    full.upsample = torch.nn.Identity()
+    with torch.no_grad():
+        logits = full(F.avg_pool2d(x, 2))  # [2, 1, 16, 24]: stride 4 of the pooled image
+        ref = F.interpolate(logits, scale_factor=8, mode="bicubic", align_corners=False)
+        got = fast(x)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="multiples of 64, got 96x192"):
+        fast(torch.rand(1, 1, 96, 192))
+
+
 def test_bad_input_shapes():
     m = KpNet(ModelConfig(fpn_width=8)).eval()
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -66,6 +85,11 @@ def test_config_validation():
         ModelConfig.from_dict({"backbone": "small", "width": 3})
     with pytest.raises(ValueError, match="unknown input_norm 'batch'; choose from: image, imagenet"):
         ModelConfig(input_norm="batch")
+    with pytest.raises(ValueError, match="downsample must be one of 1, 2, got 4"):
+        ModelConfig(downsample=4)
+    with pytest.raises(ValueError, match="multiples of 64, got 480x640; e.g. use 512x640"):
+        ModelConfig(downsample=2)
+    assert ModelConfig(input_size=(448, 640), downsample=2).stride == 64
 
 
 def test_legacy_config_loads_with_imagenet_normalisation():
@@ -73,6 +97,7 @@ def test_legacy_config_loads_with_imagenet_normalisation():
     assert ModelConfig.from_dict({"backbone": "small", "fpn_width": 8}).input_norm == "imagenet"
     assert ModelConfig().input_norm == "image"
     assert ModelConfig.from_dict(ModelConfig(input_norm="image").to_dict()).input_norm == "image"
+    assert ModelConfig.from_dict({"backbone": "small", "fpn_width": 8}).downsample == 1
 
 
 def test_image_normalisation_is_brightness_and_contrast_invariant():

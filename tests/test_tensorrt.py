@@ -174,6 +174,13 @@ def test_profile_resolution_against_the_onnx(tiny_onnx, tmp_path):
     assert p.opt == (2, 1, 128, 160) and p.contains((3, 1, 128, 160)) and not p.contains((5, 1, 128, 160))
     with pytest.raises(ValueError, match="fixed height of 128.*--dynamic-hw"):
         resolve_profile(TrtBuildOptions(source=tiny_onnx, min_shape=(1, 128, 160), opt_shape=(1, 256, 160), max_shape=(1, 256, 160)), facts)
+    # a fast-variant model (input pooled 2x2) needs multiples of 64; 128x160 is not one
+    import dataclasses
+
+    cfg = json.loads(facts.metadata["kpnet_model_config"])
+    fast = dataclasses.replace(facts, metadata={**facts.metadata, "kpnet_model_config": json.dumps({**cfg, "downsample": 2})})
+    with pytest.raises(ValueError, match="pools its input 2x, so height and width must be multiples of 64"):
+        resolve_profile(TrtBuildOptions(source=tiny_onnx), fast)
 
 
 def test_missing_tensorrt_message_from_cli(tiny_onnx, tmp_path, no_tensorrt, capsys):

@@ -273,6 +273,38 @@ def test_input_normalisation_from_init_or_converted(phase1_run, cache_dir, tmp_p
            "has input_norm='image' but the config asks for 'imagenet'", "drop --input-norm")
 
 
+def test_fast_variant_converted_from_init_and_trained(phase1_run, cache_dir, tmp_path, capsys):
+    from kpnet.model import KpNet
+    from training import phase2
+    from training.train_config import TrainConfig, resolve_config
+    from training.trainer import prepare
+
+    with pytest.raises(ValueError, match="crop 224x320 must be multiples of 64 with downsample 2; e.g. --crop"):
+        TrainConfig(cache="c", downsample=2)
+    with pytest.raises(ValueError, match="downsample must be one of 1, 2; got 3"):
+        TrainConfig(cache="c", downsample=3)
+    base = {"cache": str(cache_dir), "init": str(phase1_run / "best.pt"), "dev_eval": "none", "batch_size": 2,
+            "crop": (64, 128), "eval_size": (128, 192)}
+    assert prepare(resolve_config(2, base)).model_config.downsample == 1  # inherited
+    converted = prepare(resolve_config(2, {**base, "downsample": 2}))
+    assert converted.model_config.downsample == 2 and converted.model_config.stride == 64
+    assert "fine-tuning it with downsample=2" in capsys.readouterr().err
+    # inherited from --init, the crop is checked against the model's stride too
+    out = tmp_path / "fast"
+    args = ["--cache", str(cache_dir), "--init", str(phase1_run / "best.pt"), "--out", str(out), "--no-progress",
+            "--dev-eval", "none", "--batch-size", "2", "--max-steps", "2", "--ckpt-every", "1", "--val-max-images", "2",
+            "--crop", "64x128", "--eval-size", "128x192", "--downsample", "2"]
+    assert phase2.main(args) == 0
+    fast = KpNet.from_pretrained(out / "last.pt")
+    assert fast.config.downsample == 2 and fast.config.input_size == (128, 192)
+    capsys.readouterr()
+    _fails(phase2.main, ["--cache", str(cache_dir), "--init", str(out / "last.pt"), "--out", str(tmp_path / "x"),
+                         "--dev-eval", "none", "--batch-size", "2", "--crop", "96x128"], capsys,
+           "crop 96x128 must be multiples of 64 with downsample 2")
+    _fails(phase2.main, ["--resume", str(out / "last.pt"), "--downsample", "1", "--crop", "64x128"], capsys,
+           "has downsample=2 but the config asks for 1", "drop --downsample")
+
+
 def test_best_checkpoint_exports_to_onnx(phase1_run, tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from kpnet.config import BACKBONES, INPUT_NORMS
+from kpnet.config import BACKBONES, DOWNSAMPLES, INPUT_NORMS
 
 from ._deps import require
 
@@ -39,6 +39,20 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argpa
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
+
+
+def _round_to(v: int, m: int) -> int:
+    return max(m, round(v / m) * m)
+
+
+def check_multiple(name: str, hw: tuple[int, int], stride: int, why: str = "") -> None:
+    """Raise naming the flag and a valid size when ``hw`` is not a multiple of ``stride``."""
+    h, w = hw
+    if h % stride or w % stride:
+        raise ValueError(
+            f"{name} {h}x{w} must be multiples of {stride}{why}; e.g. --{name.replace('_', '-')} "
+            f"{_round_to(h, stride)}x{_round_to(w, stride)}"
+        )
 
 
 def parse_hw(text: str | Sequence[int]) -> tuple[int, int]:
@@ -109,6 +123,7 @@ class TrainConfig:
     init: Optional[str] = _f(None, "kpnet checkpoint to start from (required for phase 2)")
     init_backbone: Optional[str] = _f(None, "torchvision ImageNet MobileNetV3 weights file for the backbone")
     input_norm: Optional[str] = _f(None, "input normalisation: image (per-image mean/std, brightness and contrast invariant) or imagenet (fixed statistics); default: from --init, else image. Differing from --init's converts it: the weights are fine-tuned under the new normalisation")
+    downsample: Optional[int] = _f(None, "1, or 2 for the fast variant (the network average-pools its input 2x2 and upsamples its heatmap x8; --crop and --eval-size must then be multiples of 64); default: from --init, else 1. Differing from --init's converts it (same weights, fine-tuned)")
     # optimisation
     batch_size: int = _f(16, "images (phase 1) or pairs (phase 2) per step and process")
     lr: float = _f(1e-3, "peak AdamW learning rate")
@@ -160,6 +175,11 @@ class TrainConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose from: {', '.join(BACKBONES)}")
         if self.input_norm is not None and self.input_norm not in INPUT_NORMS:
             raise ValueError(f"unknown input_norm {self.input_norm!r}; choose from: {', '.join(INPUT_NORMS)}")
+        if self.downsample is not None:
+            if self.downsample not in DOWNSAMPLES:
+                raise ValueError(f"downsample must be one of {', '.join(map(str, DOWNSAMPLES))}; got {self.downsample!r}")
+            for name in ("crop", "eval_size"):
+                check_multiple(name, getattr(self, name), STRIDE * self.downsample, f" with downsample {self.downsample}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose from: {', '.join(DEVICES)}")
         positive_int = ["batch_size", "epochs", "ckpt_every", "keep_ckpts", "log_every", "val_max_images", "val_max_keypoints"]
@@ -197,7 +217,7 @@ class TrainConfig:
 
     def _check_types(self) -> None:
         """Coerce numbers given as strings (YAML reads ``1e-3`` as a string) and reject wrong types."""
-        ints = {"max_steps", "fpn_width"}
+        ints = {"max_steps", "fpn_width", "downsample"}
         for f in fields(self):
             v = getattr(self, f.name)
             kind = bool if isinstance(f.default, bool) else int if (isinstance(f.default, int) or f.name in ints) else float if isinstance(f.default, float) else None
@@ -287,7 +307,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kw.update(type=parse_hw, metavar="HxW")
         elif f.name == "scale_range":
             kw.update(type=parse_pair, metavar="LOW,HIGH")
-        elif f.name in ("max_steps", "fpn_width") or isinstance(default, int):
+        elif f.name in ("max_steps", "fpn_width", "downsample") or isinstance(default, int):
             kw["type"] = int
         elif isinstance(default, float):
             kw["type"] = float

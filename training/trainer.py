@@ -17,7 +17,7 @@ A phase supplies a :class:`Task` (its dataset and its loss); :class:`Trainer` do
   predicted-heatmap overlays as PNGs (and TensorBoard images); tqdm bars with loss and rate.
 * validation each epoch and at the end: repeatability at 3 px (``kpnet.metrics``) of the
   top-K (NMS radius 4) detections on held-out images and a fixed synthetic homography of
-  each, at the cache resolution padded to multiples of 32; and on ``dev_eval`` pairs at
+  each, at the cache resolution padded to multiples of the model stride; and on ``dev_eval`` pairs at
   ``eval_size`` when that folder exists (reported, not used to pick ``best.pt``).
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 from ._deps import match_opencv_threads, require
 from .cache import CacheConfig, LabelCache, check_config, load_cache
 from .data import StepBatchSampler, EvalPair, dev_eval_pairs, make_loader, split_indices, synthetic_val_pairs
-from .train_config import AUTO, TrainConfig, read_config_file, write_config_file
+from .train_config import AUTO, STRIDE, TrainConfig, check_multiple, read_config_file, write_config_file
 
 torch = require("torch")
 
@@ -228,9 +228,9 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- validation
-def _pad32(x: "torch.Tensor") -> "torch.Tensor":
+def _pad_to_stride(x: "torch.Tensor", stride: int) -> "torch.Tensor":
     h, w = x.shape[-2:]
-    ph, pw = (-h) % 32, (-w) % 32
+    ph, pw = (-h) % stride, (-w) % stride
     if ph or pw:
         x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
     return x
@@ -240,7 +240,8 @@ def _pad32(x: "torch.Tensor") -> "torch.Tensor":
 def evaluate_pairs(model: Any, pairs: list[EvalPair], device: "torch.device", max_keypoints: int, batch_pairs: int = 4) -> dict[str, float]:
     """Mean repeatability at 3 px and mean localisation error over image pairs.
 
-    Each view runs through the network at its own size padded (replicate) to multiples of 32;
+    Each view runs through the network at its own size padded (replicate) to multiples of the
+    model's stride (32, or 64 for ``downsample=2``);
     the heatmap is cropped back and decoded (top-K, NMS radius 4, 4 px border).
     """
     from kpnet.config import DecodeConfig
@@ -250,13 +251,14 @@ def evaluate_pairs(model: Any, pairs: list[EvalPair], device: "torch.device", ma
     dcfg = DecodeConfig(max_keypoints=max_keypoints, nms_radius=VAL_NMS_RADIUS)
     was_training = model.training
     model.eval()
+    stride = model.config.stride
     reps, locs = [], []
     for s in range(0, len(pairs), batch_pairs):
         chunk = pairs[s : s + batch_pairs]
         imgs = [im for p in chunk for im in (p.image1, p.image2)]
         h, w = imgs[0].shape
         x = torch.from_numpy(np.stack(imgs)).float().div_(255.0)[:, None].to(device)
-        heat = model(_pad32(x))[:, 0, :h, :w].float().cpu().numpy()
+        heat = model(_pad_to_stride(x, stride))[:, 0, :h, :w].float().cpu().numpy()
         for j, p in enumerate(chunk):
             xy1, _ = decode(heat[2 * j], dcfg)
             xy2, _ = decode(heat[2 * j + 1], dcfg)
@@ -358,11 +360,12 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
     init = load_checkpoint(config.init) if config.init else None
     src = resume or init
     backbone, width, norm = config.backbone or "small", config.fpn_width or 32, config.input_norm or "image"
+    down = config.downsample or 1
     if src is not None:
         sc = ModelConfig.from_dict(src["config"]).to_dict()
         wanted = [("backbone", config.backbone), ("fpn_width", config.fpn_width)]
         if resume is not None:
-            wanted.append(("input_norm", config.input_norm))
+            wanted += [("input_norm", config.input_norm), ("downsample", config.downsample)]
         for name, want in wanted:
             if want is not None and want != sc[name]:
                 raise ValueError(
@@ -378,9 +381,22 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
                 f"input_norm={config.input_norm!r}", file=sys.stderr,
             )
             norm = config.input_norm
+        down = sc["downsample"]
+        if resume is None and config.downsample is not None and config.downsample != down:
+            # Same weights, the input pooled 2x2 (or no longer): fine-tuning adapts the network
+            # to the other scale. This is how the fast variant is made from a full-resolution model.
+            print(
+                f"note: {config.init} was trained with downsample={down}; fine-tuning it with "
+                f"downsample={config.downsample}", file=sys.stderr,
+            )
+            down = config.downsample
+    for name in ("crop", "eval_size"):
+        check_multiple(name, getattr(config, name), STRIDE * down, f" with downsample {down}")
     if config.init_backbone and not Path(config.init_backbone).is_file():
         raise FileNotFoundError(f"--init-backbone weights not found: {config.init_backbone}")
-    model_config = ModelConfig(backbone=backbone, fpn_width=width, input_size=config.eval_size, input_norm=norm)
+    model_config = ModelConfig(
+        backbone=backbone, fpn_width=width, input_size=config.eval_size, input_norm=norm, downsample=down
+    )
 
     dev = None
     if config.dev_eval and config.dev_eval.lower() != "none":
