@@ -119,6 +119,14 @@ def test_latency_cli(tmp_path, tiny_onnx):
     assert "random weights" in xf["backend"] and xf["net"]["median"] > 0 and xf["keypoints"] > 0
 
 
+def test_latency_model_at_another_size_resizes_and_says_so(tmp_path, tiny_onnx):
+    lat = _load("latency")
+    out = tmp_path / "lat"
+    assert lat.main(["--models", str(tiny_onnx), "--baselines", "", "--size", "320x256", "--runs", "2", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
+    r = json.loads((out / "latency.json").read_text())["results"][0]
+    assert "error" not in r and "resized to 160x128" in r["backend"] and r["pre"]["median"] > 0
+
+
 def test_latency_device_path_stages(tmp_path, tiny_onnx):
     """The on-device path (as timed with CUDA events on a GPU) runs its five stages on CPU too."""
     lat = _load("latency")
