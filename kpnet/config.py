@@ -53,6 +53,11 @@ class ModelConfig:
         downsample: one of ``DOWNSAMPLES``. With 2 the network average-pools its input 2x2
             before the backbone and upsamples the heatmap x8 instead of x4: the output stays at
             input resolution, for about a third of the compute (the fast variant).
+        cell_head: add a residual sub-cell head: a 1x1 convolution on the finest FPN level
+            predicts one logit per output pixel of each stride-s cell (s = 4 x downsample:
+            s*s channels, depth-to-space), added to the bicubic upsampled map. Bicubic
+            interpolation alone cannot place two peaks inside one cell; this head can. It is
+            zero-initialised, so a converted checkpoint starts exactly at its bicubic output.
     """
 
     backbone: str = "small"
@@ -60,6 +65,7 @@ class ModelConfig:
     input_size: tuple[int, int] = (480, 640)
     input_norm: str = "image"
     downsample: int = 1
+    cell_head: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -76,6 +82,8 @@ class ModelConfig:
             raise ValueError(
                 f"downsample must be one of {', '.join(map(str, DOWNSAMPLES))}, got {self.downsample!r}"
             )
+        if not isinstance(self.cell_head, bool):
+            raise ValueError(f"cell_head must be a bool, got {self.cell_head!r}")
         object.__setattr__(self, "input_size", _check_hw("input_size", tuple(self.input_size), self.stride))
 
     @property
@@ -99,6 +107,7 @@ class ModelConfig:
         d = dict(d)
         d.setdefault("input_norm", "imagenet")  # written before the field existed
         d.setdefault("downsample", 1)
+        d.setdefault("cell_head", False)
         if "input_size" in d:
             d["input_size"] = tuple(d["input_size"])
         return cls(**d)

@@ -52,7 +52,8 @@ class KpNet(nn.Module):
 
     Aggregation: the four FPN levels (strides 4, 8, 16, 32) are bilinearly upsampled to stride
     4 and summed, reduced to one channel by a 1x1 convolution, and bicubically upsampled x4
-    (x8 with ``downsample=2``) to the input resolution.
+    (x8 with ``downsample=2``) to the input resolution. With ``cell_head``, per-pixel logits of
+    each cell, predicted from the finest FPN level and rearranged depth-to-space, are added.
     Because the 1x1 convolution and bilinear upsampling are both linear, the convolution is
     applied to each level before upsampling (same result, 1 channel to resize instead of C).
     """
@@ -70,7 +71,12 @@ class KpNet(nn.Module):
         self.head = nn.Conv2d(self.config.fpn_width, 1, kernel_size=1)
         # Prior of 1% keypoint probability (as in RetinaNet) so training starts from a sparse map.
         nn.init.constant_(self.head.bias, -math.log(99.0))
-        self.upsample = BicubicUpsample(4 * self.config.downsample)
+        scale = 4 * self.config.downsample
+        self.upsample = BicubicUpsample(scale)
+        if self.config.cell_head:
+            self.cell = nn.Conv2d(self.config.fpn_width, scale * scale, kernel_size=1)
+            nn.init.zeros_(self.cell.weight)
+            nn.init.zeros_(self.cell.bias)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -104,8 +110,10 @@ class KpNet(nn.Module):
         for k, lvl in enumerate(levels[1:], start=1):
             y = F.conv2d(lvl, self.head.weight)
             out = out + F.interpolate(y, scale_factor=float(2**k), mode="bilinear", align_corners=False)
-        out = out + self.head.bias.view(1, 1, 1, 1)
-        return self.upsample(out)
+        out = self.upsample(out + self.head.bias.view(1, 1, 1, 1))
+        if self.config.cell_head:
+            out = out + F.pixel_shuffle(self.cell(levels[0]), self.upsample.scale)
+        return out
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """[B, 1, H, W] in [0, 1] -> normalised [B, 3, H, W] backbone input."""

@@ -89,8 +89,8 @@ def test_cli(tiny_ckpt, tmp_path, capsys):
 
 
 def test_fast_variant_exports_and_detects_in_original_pixels(tmp_path, sample_bgr):
-    """downsample=2 (the fast variant): ONNX keeps the in-graph pooling and x8 bicubic as
-    convolutions, ONNX Runtime matches PyTorch, and keypoints come back in original pixels."""
+    """downsample=2 with the sub-cell head (the fast variant): ONNX keeps the in-graph pooling,
+    the x8 bicubic as convolutions and the cell head as DepthToSpace, ONNX Runtime matches PyTorch, and keypoints come back in original pixels."""
     import torch
 
     from kpnet import KeypointDetector
@@ -98,15 +98,17 @@ def test_fast_variant_exports_and_detects_in_original_pixels(tmp_path, sample_bg
     from kpnet.model import KpNet
 
     torch.manual_seed(0)
-    model = KpNet(ModelConfig(fpn_width=16, input_size=(128, 192), downsample=2))
+    model = KpNet(ModelConfig(fpn_width=16, input_size=(128, 192), downsample=2, cell_head=True))
     with torch.no_grad():
         model.head.weight.mul_(30.0)
+        model.cell.weight.normal_(0.0, 0.5)  # a trained sub-cell head is not zero
     ckpt = tmp_path / "fast.pt"
     model.save_pretrained(ckpt)
     out = tmp_path / "fast.onnx"
     export_onnx(ckpt, out, ExportOptions(exporter="torchscript"))
     m = onnx.load(str(out))
-    assert json.loads({p.key: p.value for p in m.metadata_props}["kpnet_model_config"])["downsample"] == 2
+    cfg = json.loads({p.key: p.value for p in m.metadata_props}["kpnet_model_config"])
+    assert cfg["downsample"] == 2 and cfg["cell_head"] is True
     assert not any(n.op_type == "Resize" and any(a.name == "mode" and a.s == b"cubic" for a in n.attribute) for n in m.graph.node)
     with KeypointDetector(ckpt, max_keypoints=200) as dt, KeypointDetector(out, max_keypoints=200) as do:
         assert do.input_size == (128, 192)

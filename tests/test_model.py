@@ -66,6 +66,30 @@ def test_downsample_pools_the_input_and_upsamples_x8():
         fast(torch.rand(1, 1, 96, 192))
 
 
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_cell_head_adds_per_pixel_cell_logits(downsample):
+    """cell_head: zero-initialised (output = the bicubic model's), and its channels land on the
+    pixels of each stride-s cell in depth-to-space order (channel ry*s + rx -> pixel (ry, rx))."""
+    torch.manual_seed(3)
+    size = (128, 192)
+    plain = KpNet(ModelConfig(fpn_width=8, input_size=size, downsample=downsample)).eval()
+    cell = KpNet(ModelConfig(fpn_width=8, input_size=size, downsample=downsample, cell_head=True)).eval()
+    missing = cell.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["cell.bias", "cell.weight"]
+    x = torch.rand(1, 1, *size)
+    with torch.no_grad():
+        base = plain(x)
+        torch.testing.assert_close(cell(x), base)  # a new head starts at zero
+        s = 4 * downsample
+        assert cell.cell.out_channels == s * s
+        ry, rx = 1, s - 1
+        cell.cell.bias[ry * s + rx] = 5.0
+        bump = cell(x) - base
+    expected = torch.zeros_like(bump)
+    expected[..., ry::s, rx::s] = 5.0
+    torch.testing.assert_close(bump, expected, atol=1e-5, rtol=0)
+
+
 def test_bad_input_shapes():
     m = KpNet(ModelConfig(fpn_width=8)).eval()
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -90,6 +114,8 @@ def test_config_validation():
     with pytest.raises(ValueError, match="multiples of 64, got 480x640; e.g. use 512x640"):
         ModelConfig(downsample=2)
     assert ModelConfig(input_size=(448, 640), downsample=2).stride == 64
+    with pytest.raises(ValueError, match="cell_head must be a bool"):
+        ModelConfig(cell_head=1)
 
 
 def test_legacy_config_loads_with_imagenet_normalisation():
@@ -98,6 +124,7 @@ def test_legacy_config_loads_with_imagenet_normalisation():
     assert ModelConfig().input_norm == "image"
     assert ModelConfig.from_dict(ModelConfig(input_norm="image").to_dict()).input_norm == "image"
     assert ModelConfig.from_dict({"backbone": "small", "fpn_width": 8}).downsample == 1
+    assert ModelConfig.from_dict({"backbone": "small", "fpn_width": 8}).cell_head is False
 
 
 def test_image_normalisation_is_brightness_and_contrast_invariant():

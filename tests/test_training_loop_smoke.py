@@ -277,7 +277,7 @@ def test_fast_variant_converted_from_init_and_trained(phase1_run, cache_dir, tmp
     from kpnet.model import KpNet
     from training import phase2
     from training.train_config import TrainConfig, resolve_config
-    from training.trainer import prepare
+    from training.trainer import load_init_weights, prepare
 
     with pytest.raises(ValueError, match="crop 224x320 must be multiples of 64 with downsample 2; e.g. --crop"):
         TrainConfig(cache="c", downsample=2)
@@ -296,7 +296,16 @@ def test_fast_variant_converted_from_init_and_trained(phase1_run, cache_dir, tmp
             "--crop", "64x128", "--eval-size", "128x192", "--downsample", "2"]
     assert phase2.main(args) == 0
     fast = KpNet.from_pretrained(out / "last.pt")
-    assert fast.config.downsample == 2 and fast.config.input_size == (128, 192)
+    assert fast.config.downsample == 2 and fast.config.input_size == (128, 192) and not fast.config.cell_head
+    # the sub-cell head: off by default, added to a converted model at zero (same output)
+    converted = prepare(resolve_config(2, {**base, "init": str(out / "last.pt"), "cell_head": True}))
+    assert converted.model_config.cell_head
+    with_cell = KpNet(converted.model_config).eval()
+    load_init_weights(with_cell, converted.init["state_dict"], "init")
+    x = torch.rand(1, 1, 128, 192)
+    with torch.no_grad():
+        torch.testing.assert_close(with_cell(x), fast.eval()(x))  # same weights, zero cell head
+    assert with_cell.cell.out_channels == 64
     capsys.readouterr()
     _fails(phase2.main, ["--cache", str(cache_dir), "--init", str(out / "last.pt"), "--out", str(tmp_path / "x"),
                          "--dev-eval", "none", "--batch-size", "2", "--crop", "96x128"], capsys,

@@ -124,6 +124,7 @@ class TrainConfig:
     init_backbone: Optional[str] = _f(None, "torchvision ImageNet MobileNetV3 weights file for the backbone")
     input_norm: Optional[str] = _f(None, "input normalisation: image (per-image mean/std, brightness and contrast invariant) or imagenet (fixed statistics); default: from --init, else image. Differing from --init's converts it: the weights are fine-tuned under the new normalisation")
     downsample: Optional[int] = _f(None, "1, or 2 for the fast variant (the network average-pools its input 2x2 and upsamples its heatmap x8; --crop and --eval-size must then be multiples of 64); default: from --init, else 1. Differing from --init's converts it (same weights, fine-tuned)")
+    cell_head: Optional[bool] = _f(None, "add the residual sub-cell head (per-pixel logits of each output cell, depth-to-space, added to the bicubic map; ModelConfig.cell_head); default: from --init, else off. Turning it on for an --init without one starts it at zero")
     # optimisation
     batch_size: int = _f(16, "images (phase 1) or pairs (phase 2) per step and process")
     lr: float = _f(1e-3, "peak AdamW learning rate")
@@ -175,6 +176,8 @@ class TrainConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose from: {', '.join(BACKBONES)}")
         if self.input_norm is not None and self.input_norm not in INPUT_NORMS:
             raise ValueError(f"unknown input_norm {self.input_norm!r}; choose from: {', '.join(INPUT_NORMS)}")
+        if self.cell_head is not None and not isinstance(self.cell_head, bool):
+            raise ValueError(f"cell_head must be true or false; got {self.cell_head!r}")
         if self.downsample is not None:
             if self.downsample not in DOWNSAMPLES:
                 raise ValueError(f"downsample must be one of {', '.join(map(str, DOWNSAMPLES))}; got {self.downsample!r}")
@@ -301,7 +304,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f.metadata["help"], "dest": f.name}
         default = f.default
-        if isinstance(default, bool):
+        if isinstance(default, bool) or f.name == "cell_head":
             kw["action"] = argparse.BooleanOptionalAction
         elif f.name in ("crop", "eval_size"):
             kw.update(type=parse_hw, metavar="HxW")

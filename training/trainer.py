@@ -359,44 +359,35 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
 
     init = load_checkpoint(config.init) if config.init else None
     src = resume or init
-    backbone, width, norm = config.backbone or "small", config.fpn_width or 32, config.input_norm or "image"
-    down = config.downsample or 1
+    # Fields a fine-tuning run may change: the weights stay and training adapts them.
+    # input_norm: how a student trained with fixed ImageNet statistics became exposure invariant;
+    # downsample and cell_head: how the fast variant is made from a full-resolution model (a new
+    # cell head starts at zero, so the converted model starts exactly at its source's output).
+    convertible = {"input_norm": config.input_norm, "downsample": config.downsample, "cell_head": config.cell_head}
+    fields_ = {"backbone": config.backbone or "small", "fpn_width": config.fpn_width or 32, "input_norm": config.input_norm or "image",
+               "downsample": config.downsample or 1, "cell_head": bool(config.cell_head)}
     if src is not None:
         sc = ModelConfig.from_dict(src["config"]).to_dict()
         wanted = [("backbone", config.backbone), ("fpn_width", config.fpn_width)]
         if resume is not None:
-            wanted += [("input_norm", config.input_norm), ("downsample", config.downsample)]
+            wanted += list(convertible.items())
         for name, want in wanted:
             if want is not None and want != sc[name]:
                 raise ValueError(
                     f"{config.init or 'the resumed checkpoint'} has {name}={sc[name]!r} but the config asks for "
                     f"{want!r}; drop --{name.replace('_', '-')} or pick a matching checkpoint"
                 )
-        backbone, width, norm = sc["backbone"], sc["fpn_width"], sc["input_norm"]
-        if resume is None and config.input_norm is not None and config.input_norm != norm:
-            # Same weights, another input normalisation: fine-tuning adapts the stem. This is how
-            # a student trained with fixed ImageNet statistics becomes exposure invariant.
-            print(
-                f"note: {config.init} was trained with input_norm={norm!r}; fine-tuning it with "
-                f"input_norm={config.input_norm!r}", file=sys.stderr,
-            )
-            norm = config.input_norm
-        down = sc["downsample"]
-        if resume is None and config.downsample is not None and config.downsample != down:
-            # Same weights, the input pooled 2x2 (or no longer): fine-tuning adapts the network
-            # to the other scale. This is how the fast variant is made from a full-resolution model.
-            print(
-                f"note: {config.init} was trained with downsample={down}; fine-tuning it with "
-                f"downsample={config.downsample}", file=sys.stderr,
-            )
-            down = config.downsample
+        fields_ = {k: sc[k] for k in fields_}
+        for name, want in convertible.items():
+            if resume is None and want is not None and want != sc[name]:
+                print(f"note: {config.init} was trained with {name}={sc[name]!r}; fine-tuning it with {name}={want!r}", file=sys.stderr)
+                fields_[name] = want
+    down = fields_["downsample"]
     for name in ("crop", "eval_size"):
         check_multiple(name, getattr(config, name), STRIDE * down, f" with downsample {down}")
     if config.init_backbone and not Path(config.init_backbone).is_file():
         raise FileNotFoundError(f"--init-backbone weights not found: {config.init_backbone}")
-    model_config = ModelConfig(
-        backbone=backbone, fpn_width=width, input_size=config.eval_size, input_norm=norm, downsample=down
-    )
+    model_config = ModelConfig(input_size=config.eval_size, **fields_)
 
     dev = None
     if config.dev_eval and config.dev_eval.lower() != "none":
@@ -406,6 +397,17 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
             dev = Path(config.dev_eval)
             dev_eval_pairs(dev, (32, 32))  # raises now if the folder is missing or empty
     return Prepared(config, cache, train_idx, val_idx, spe, total, init, resume, dev, model_config)
+
+
+def load_init_weights(model: Any, state_dict: dict[str, Any], source: str) -> None:
+    """Load ``--init`` weights strictly, except that a sub-cell head the source lacks keeps the
+    model's zero initialisation (so the converted model computes exactly the source's output)."""
+    from kpnet.model import _strict_load
+
+    sd = dict(state_dict)
+    if model.config.cell_head and not any(k.startswith("cell.") for k in sd):
+        sd.update({k: v for k, v in model.state_dict().items() if k.startswith("cell.")})
+    _strict_load(model, sd, source)
 
 
 # ---------------------------------------------------------------------- the trainer
@@ -421,7 +423,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = KpNet(prep.model_config)
         if prep.init is not None:
-            _strict_load(model, prep.init["state_dict"], str(cfg.init))
+            load_init_weights(model, prep.init["state_dict"], str(cfg.init))
         if cfg.init_backbone:
             model.load_imagenet_backbone(cfg.init_backbone)
         self.model = model.to(rt.device)
