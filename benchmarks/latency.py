@@ -428,6 +428,9 @@ def profile_onnx(path: str, a: dict[str, Any], top: int = 10) -> list[dict[str, 
     so.enable_profiling = True
     so.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    dims = sess.get_inputs()[0].shape
+    if isinstance(dims[2], int) and isinstance(dims[3], int):
+        h, w = dims[2], dims[3]  # a model with a fixed size of its own (the fast variant's 448x640)
     x = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
     for _ in range(a["warmup"]):
         sess.run(None, {sess.get_inputs()[0].name: x})

@@ -110,10 +110,12 @@ class KpNet(nn.Module):
         for k, lvl in enumerate(levels[1:], start=1):
             y = F.conv2d(lvl, self.head.weight)
             out = out + F.interpolate(y, scale_factor=float(2**k), mode="bilinear", align_corners=False)
-        out = self.upsample(out + self.head.bias.view(1, 1, 1, 1))
-        if self.config.cell_head:
-            out = out + F.pixel_shuffle(self.cell(levels[0]), self.upsample.scale)
-        return out
+        out = out + self.head.bias.view(1, 1, 1, 1)
+        if not self.config.cell_head:
+            return self.upsample(out)
+        # bicubic(out) + depth_to_space(cell) == depth_to_space(bicubic phases + cell): one
+        # depth-to-space and an addition at cell resolution instead of at full resolution.
+        return F.pixel_shuffle(self.upsample.phases(out) + self.cell(levels[0]), self.upsample.scale)
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """[B, 1, H, W] in [0, 1] -> normalised [B, 3, H, W] backbone input."""

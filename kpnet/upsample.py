@@ -71,11 +71,18 @@ class BicubicUpsample(nn.Module):
         w2d = torch.einsum("yk,xl->yxkl", w1d, w1d).reshape(scale * scale, 1, w1d.shape[1], w1d.shape[1])
         self.register_buffer("weight", w2d.float(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def phases(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] -> [B*C, s*s, H, W]: the output phases before depth-to-space.
+
+        Anything else laid out per output cell (the sub-cell head) can be added here, so that
+        one depth-to-space serves both."""
         b, c, h, w = x.shape
         y = x.reshape(b * c, 1, h, w)
         p = (self.pad_lo, self.pad_hi, self.pad_lo, self.pad_hi)
         y = F.pad(y, p, mode="replicate")
-        y = F.conv2d(y, self.weight.to(y.dtype))
-        y = F.pixel_shuffle(y, self.scale)
+        return F.conv2d(y, self.weight.to(y.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = F.pixel_shuffle(self.phases(x), self.scale)
         return y.reshape(b, c, h * self.scale, w * self.scale)

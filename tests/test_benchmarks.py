@@ -122,7 +122,7 @@ def test_latency_cli(tmp_path, tiny_onnx):
 def test_latency_model_at_another_size_resizes_and_says_so(tmp_path, tiny_onnx):
     lat = _load("latency")
     out = tmp_path / "lat"
-    assert lat.main(["--models", str(tiny_onnx), "--baselines", "", "--size", "320x256", "--runs", "2", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
+    assert lat.main(["--models", str(tiny_onnx), "--baselines", "", "--size", "320x256", "--runs", "2", "--warmup", "1", "--threads", "1", "--profile", "--out", str(out)]) == 0
     r = json.loads((out / "latency.json").read_text())["results"][0]
     assert "error" not in r and "resized to 160x128" in r["backend"] and r["pre"]["median"] > 0
 
