@@ -296,16 +296,21 @@ def test_fast_variant_converted_from_init_and_trained(phase1_run, cache_dir, tmp
             "--crop", "64x128", "--eval-size", "128x192", "--downsample", "2"]
     assert phase2.main(args) == 0
     fast = KpNet.from_pretrained(out / "last.pt")
-    assert fast.config.downsample == 2 and fast.config.input_size == (128, 192) and not fast.config.cell_head
-    # the sub-cell head: off by default, added to a converted model at zero (same output)
-    converted = prepare(resolve_config(2, {**base, "init": str(out / "last.pt"), "cell_head": True}))
-    assert converted.model_config.cell_head
+    # phase 2 adds the sub-cell head by default (64 logits per 8x8 cell with downsample 2)
+    assert fast.config.downsample == 2 and fast.config.input_size == (128, 192) and fast.config.cell_head
+    assert fast.cell.out_channels == 64
+    assert not prepare(resolve_config(2, {**base, "cell_head": False})).model_config.cell_head
+    # added at zero: the converted model computes exactly its source's output
+    converted = prepare(resolve_config(2, base))
+    assert converted.model_config.cell_head and not converted.model_config.downsample == 2
+    source = KpNet.from_pretrained(phase1_run / "best.pt")
+    assert not source.config.cell_head
     with_cell = KpNet(converted.model_config).eval()
     load_init_weights(with_cell, converted.init["state_dict"], "init")
     x = torch.rand(1, 1, 128, 192)
     with torch.no_grad():
-        torch.testing.assert_close(with_cell(x), fast.eval()(x))  # same weights, zero cell head
-    assert with_cell.cell.out_channels == 64
+        torch.testing.assert_close(with_cell(x), source(x))
+    assert with_cell.cell.out_channels == 16
     capsys.readouterr()
     _fails(phase2.main, ["--cache", str(cache_dir), "--init", str(out / "last.pt"), "--out", str(tmp_path / "x"),
                          "--dev-eval", "none", "--batch-size", "2", "--crop", "96x128"], capsys,

@@ -124,7 +124,7 @@ class TrainConfig:
     init_backbone: Optional[str] = _f(None, "torchvision ImageNet MobileNetV3 weights file for the backbone")
     input_norm: Optional[str] = _f(None, "input normalisation: image (per-image mean/std, brightness and contrast invariant) or imagenet (fixed statistics); default: from --init, else image. Differing from --init's converts it: the weights are fine-tuned under the new normalisation")
     downsample: Optional[int] = _f(None, "1, or 2 for the fast variant (the network average-pools its input 2x2 and upsamples its heatmap x8; --crop and --eval-size must then be multiples of 64); default: from --init, else 1. Differing from --init's converts it (same weights, fine-tuned)")
-    cell_head: Optional[bool] = _f(None, "add the residual sub-cell head (per-pixel logits of each output cell, depth-to-space, added to the bicubic map; ModelConfig.cell_head); default: from --init, else off. Turning it on for an --init without one starts it at zero")
+    cell_head: Optional[bool] = _f(None, "the residual sub-cell head (per-pixel logits of each output cell, depth-to-space, added to the bicubic map; ModelConfig.cell_head). Phase 2 default: on (added at zero to an --init without one; --no-cell-head keeps the model as it is); phase 1 default: from --init, else off")
     # optimisation
     batch_size: int = _f(16, "images (phase 1) or pairs (phase 2) per step and process")
     lr: float = _f(1e-3, "peak AdamW learning rate")
@@ -325,7 +325,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-PHASE2_DEFAULTS: dict[str, Any] = {"direct_weight": 1.0, "scale_range": (1.0, 2.2)}
+PHASE2_DEFAULTS: dict[str, Any] = {"direct_weight": 1.0, "scale_range": (1.0, 2.2), "cell_head": True}
 
 
 def resolve_config(
@@ -339,9 +339,11 @@ def resolve_config(
     if phase == 2:
         # The recommended recipe (docs/ablations.md): the consistency loss plus the direct
         # term on the view's own target, and scale augmentation towards the 640x480 scale.
-        # --direct-weight 0 gives the specified consistency loss alone.
+        # --direct-weight 0 gives the specified consistency loss alone. The sub-cell head is
+        # added (zero-initialised) unless --no-cell-head.
         data.update(PHASE2_DEFAULTS)
     if base is not None:
+        data["cell_head"] = None  # a resumed run keeps its model (runs from before the field had none)
         data.update(base)
     if config_file:
         data.update(read_config_file(config_file))
