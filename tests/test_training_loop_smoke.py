@@ -274,6 +274,8 @@ def test_input_normalisation_from_init_or_converted(phase1_run, cache_dir, tmp_p
 
 
 def test_fast_variant_converted_from_init_and_trained(phase1_run, cache_dir, tmp_path, capsys):
+    import dataclasses
+
     from kpnet.model import KpNet
     from training import phase2
     from training.train_config import TrainConfig, resolve_config
@@ -311,6 +313,12 @@ def test_fast_variant_converted_from_init_and_trained(phase1_run, cache_dir, tmp
     with torch.no_grad():
         torch.testing.assert_close(with_cell(x), source(x))
     assert with_cell.cell.out_channels == 16
+    # back to the plain head, and a head of another cell size (downsample 2 -> 1) restarts at zero
+    plain = KpNet(dataclasses.replace(converted.model_config, cell_head=False))
+    load_init_weights(plain, fast.state_dict(), "fast")
+    full = KpNet(converted.model_config).eval()
+    load_init_weights(full, fast.state_dict(), "fast")
+    assert torch.count_nonzero(full.cell.weight) == 0 and not hasattr(plain, "cell")
     capsys.readouterr()
     _fails(phase2.main, ["--cache", str(cache_dir), "--init", str(out / "last.pt"), "--out", str(tmp_path / "x"),
                          "--dev-eval", "none", "--batch-size", "2", "--crop", "96x128"], capsys,

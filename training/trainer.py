@@ -400,13 +400,18 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
 
 
 def load_init_weights(model: Any, state_dict: dict[str, Any], source: str) -> None:
-    """Load ``--init`` weights strictly, except that a sub-cell head the source lacks keeps the
-    model's zero initialisation (so the converted model computes exactly the source's output)."""
+    """Load ``--init`` weights strictly, except for the sub-cell head: one the source lacks, or
+    whose cells have another size (``downsample`` changed), starts at the model's zero
+    initialisation (so a model given a new head computes exactly the source's output), and a
+    source's head is dropped when the model has none (``--no-cell-head``)."""
     from kpnet.model import _strict_load
 
-    sd = dict(state_dict)
-    if model.config.cell_head and not any(k.startswith("cell.") for k in sd):
-        sd.update({k: v for k, v in model.state_dict().items() if k.startswith("cell.")})
+    sd = {k: v for k, v in state_dict.items() if not k.startswith("cell.")}
+    if model.config.cell_head:
+        own = {k: v for k, v in model.state_dict().items() if k.startswith("cell.")}
+        theirs = {k: v for k, v in state_dict.items() if k.startswith("cell.")}
+        same = set(theirs) == set(own) and all(theirs[k].shape == own[k].shape for k in own)
+        sd.update(theirs if same else own)
     _strict_load(model, sd, source)
 
 
