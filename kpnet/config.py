@@ -23,6 +23,11 @@ STRIDE = 32
 DOWNSAMPLES = (1, 2)
 
 
+def round_to_multiple(v: int, m: int) -> int:
+    """The multiple of ``m`` nearest to ``v`` (at least ``m``): the size an error suggests."""
+    return max(m, round(v / m) * m)
+
+
 def _check_hw(name: str, hw: tuple[int, int], stride: int = STRIDE) -> tuple[int, int]:
     if (
         not isinstance(hw, (tuple, list))
@@ -34,7 +39,7 @@ def _check_hw(name: str, hw: tuple[int, int], stride: int = STRIDE) -> tuple[int
     if h % stride or w % stride:
         raise ValueError(
             f"{name} must have height and width that are multiples of {stride}, got {h}x{w}; "
-            f"e.g. use {max(stride, round(h / stride) * stride)}x{max(stride, round(w / stride) * stride)}"
+            f"e.g. use {round_to_multiple(h, stride)}x{round_to_multiple(w, stride)}"
         )
     return int(h), int(w)
 

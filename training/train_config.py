@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from kpnet.config import BACKBONES, DOWNSAMPLES, INPUT_NORMS
+from kpnet.config import BACKBONES, DOWNSAMPLES, INPUT_NORMS, round_to_multiple
 
 from ._deps import require
 
@@ -41,17 +41,13 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argpa
     return field(default=default, metadata={"help": help, **kw})
 
 
-def _round_to(v: int, m: int) -> int:
-    return max(m, round(v / m) * m)
-
-
 def check_multiple(name: str, hw: tuple[int, int], stride: int, why: str = "") -> None:
     """Raise naming the flag and a valid size when ``hw`` is not a multiple of ``stride``."""
     h, w = hw
     if h % stride or w % stride:
         raise ValueError(
             f"{name} {h}x{w} must be multiples of {stride}{why}; e.g. --{name.replace('_', '-')} "
-            f"{_round_to(h, stride)}x{_round_to(w, stride)}"
+            f"{round_to_multiple(h, stride)}x{round_to_multiple(w, stride)}"
         )
 
 
