@@ -1,9 +1,11 @@
 """Data augmentation for training (numpy + OpenCV, one sample at a time).
 
-* Geometric: :func:`sample_view_transform` draws a 3x3 matrix ``M`` (random scale, rotation,
-  optional small perspective, random crop placement) from the cached image to a training
-  crop; :func:`render_view` applies it to the image and :func:`transform_labels` applies the
-  same ``M`` to the labels (keypoints, dense maps), so images and labels stay consistent.
+* Geometric: :func:`sample_view_transform` draws a 3x3 matrix ``M`` (random scale, rotation
+  up to the full circle, optional small perspective, random crop placement) from the cached
+  image to a training crop; :func:`render_view` applies it to the image (padding black or the
+  image mean, valid mask optionally eroded) and :func:`transform_points` applies the same
+  ``M`` to keypoints (``training.data.view_target`` to dense maps), so images and labels stay
+  consistent.
 * Photometric: :func:`photometric` (brightness, contrast, gamma, motion blur, JPEG) and
   :func:`add_noise` (Gaussian noise).
 
@@ -31,11 +33,14 @@ class GeometricAug:
         scale_range: scale factor range, drawn log-uniformly.
         max_rotation_deg: rotation drawn uniformly in ``[-x, x]`` degrees.
         perspective: crop corners jittered by up to this fraction of the crop size.
+        upright_prob: probability that the rotation is 0 (drawn only when > 0, so the random
+            stream of the default is unchanged).
     """
 
     scale_range: tuple[float, float] = (0.8, 1.25)
     max_rotation_deg: float = 10.0
     perspective: float = 0.05
+    upright_prob: float = 0.0
 
 
 def sample_view_transform(
@@ -56,6 +61,8 @@ def sample_view_transform(
     lo, hi = aug.scale_range
     s = math.exp(rng.uniform(math.log(lo), math.log(hi)))
     a = math.radians(rng.uniform(-aug.max_rotation_deg, aug.max_rotation_deg))
+    if aug.upright_prob > 0 and rng.random() < aug.upright_prob:
+        a = 0.0
     slack_x = max(0.0, (s * sw - cw) / 2.0)
     slack_y = max(0.0, (s * sh - ch) / 2.0)
     cx = (cw - 1) / 2.0 + rng.uniform(-slack_x, slack_x)
@@ -71,22 +78,49 @@ def sample_view_transform(
     return M
 
 
-def render_view(image: np.ndarray, M: np.ndarray, crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+PAD_FILLS = ("zero", "mean")
+
+
+def erode_valid(valid: np.ndarray, pixels: int) -> np.ndarray:
+    """Shrink a bool ``[H, W]`` valid mask by ``pixels`` at its boundary with invalid pixels.
+
+    The frame of the crop is not a boundary (pixels outside the crop count as valid): only the
+    band next to padding is dropped, where the network's receptive field sees the padding edge.
+    """
+    if pixels <= 0 or valid.all():
+        return valid
+    cv2 = require("cv2")
+    k = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.erode(valid.astype(np.uint8), k, borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
+
+
+def render_view(
+    image: np.ndarray, M: np.ndarray, crop: tuple[int, int], fill: str = "zero", erode: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Warp ``image`` (uint8 or float32 ``[h, w]``) by ``M`` into a crop.
 
+    Args:
+        fill: value of the padding (pixels whose source is outside the image): ``zero`` or
+            ``mean`` (the image's mean, so a rotated view has no artificial black edge).
+        erode: shrink the returned valid mask by this many pixels next to the padding.
+
     Returns:
-        (float32 ``[H, W]`` image, 0 in padding; bool ``[H, W]`` valid pixels, i.e. those
-        whose source lies inside the image).
+        (float32 ``[H, W]`` image in the image's units (uint8 input is scaled to [0, 1]);
+        bool ``[H, W]`` valid pixels, i.e. those whose source lies inside the image, less the
+        ``erode`` band).
     """
     cv2 = require("cv2")
+    if fill not in PAD_FILLS:
+        raise ValueError(f"unknown fill {fill!r}; choose from: {', '.join(PAD_FILLS)}")
     ch, cw = crop
+    border = float(image.mean()) if fill == "mean" else 0
     out = cv2.warpPerspective(
-        image, M, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        image, M, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border
     )
     if out.dtype == np.uint8:
         out = out.astype(np.float32) / 255.0
     valid = valid_mask(M, (image.shape[1], image.shape[0]), (cw, ch))
-    return out.astype(np.float32), valid
+    return out.astype(np.float32), erode_valid(valid, erode)
 
 
 def transform_points(M: np.ndarray, points: np.ndarray, crop: tuple[int, int]) -> np.ndarray:

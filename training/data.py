@@ -24,7 +24,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from ._deps import require
-from .augment import GeometricAug, add_noise, photometric, render_view, sample_view_transform, transform_points
+from .augment import GeometricAug, add_noise, erode_valid, photometric, render_view, sample_view_transform, transform_points
 from .cache import CacheEntry, LabelCache, image_seed
 from .homography import HomographyConfig, sample_homography
 from .masks import binary_mask, blob_mask
@@ -51,7 +51,7 @@ def split_indices(sources: Sequence[str], val_fraction: float) -> tuple[list[int
 
 
 def geometric_aug(config: TrainConfig) -> GeometricAug:
-    return GeometricAug(config.scale_range, config.max_rotation_deg, config.perspective)
+    return GeometricAug(config.scale_range, config.max_rotation_deg, config.perspective, config.upright_prob)
 
 
 def view_target(kind: str, entry: CacheEntry, M: np.ndarray, crop: tuple[int, int], sigma: float) -> np.ndarray:
@@ -70,6 +70,16 @@ def view_target(kind: str, entry: CacheEntry, M: np.ndarray, crop: tuple[int, in
     raise ValueError(f"unknown target {kind!r}; choose from: sparse, blob, dense")
 
 
+def padded_points(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of ``points [N, 2]`` padded to float32 ``[k, 2]``, and bool ``[k]`` (real rows)."""
+    out = np.zeros((k, 2), np.float32)
+    ok = np.zeros(k, bool)
+    n = min(k, len(points))
+    out[:n] = points[:n]
+    ok[:n] = True
+    return out, ok
+
+
 class _CacheDataset:
     """Base: a cache, a seed and the augmentation settings. Indexed by ``(epoch, cache_index)``."""
 
@@ -83,14 +93,16 @@ class _CacheDataset:
 
     def view(self, entry: CacheEntry, M: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         src = photometric(entry.image, rng, extreme=self.config.photometric_extreme) if self.config.photometric else entry.image
-        img, valid = render_view(src, M, self.config.crop)
+        img, valid = render_view(src, M, self.config.crop, fill=self.config.pad_fill)
         if self.config.photometric:
             img = add_noise(img, valid, rng)
-        return img, valid
+        return img, erode_valid(valid, self.config.valid_erode)
 
 
 class Phase1Dataset(_CacheDataset):
-    """Sample: ``image``, ``target``, ``valid`` (each ``[1, H, W]``)."""
+    """Sample: ``image``, ``target``, ``valid`` (each ``[1, H, W]``); with ``subpixel_weight > 0``
+    also ``kpts`` float32 ``[K, 2]`` (the teacher's keypoints in the crop, highest scores first,
+    zero-padded) and ``kpts_valid`` bool ``[K]``."""
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, np.ndarray]:
         epoch, index = key
@@ -100,13 +112,20 @@ class Phase1Dataset(_CacheDataset):
         M = sample_view_transform(size, self.config.crop, self.aug, rng)
         img, valid = self.view(entry, M, rng)
         target = view_target(self.config.target, entry, M, self.config.crop, self.config.blob_sigma)
-        return {"image": img[None], "target": target[None], "valid": valid[None]}
+        out = {"image": img[None], "target": target[None], "valid": valid[None]}
+        if self.config.subpixel_weight > 0:
+            order = np.argsort(-entry.scores, kind="stable") if len(entry.scores) == len(entry.keypoints) else slice(None)
+            pts = transform_points(M, entry.keypoints[order], self.config.crop)
+            out["kpts"], out["kpts_valid"] = padded_points(pts, self.config.subpixel_max_points)
+        return out
 
 
 class Phase2Dataset(_CacheDataset):
     """Sample: ``image0``, ``image1``, ``valid0``, ``valid1``, ``mask0``, ``mask1`` (blob masks
     of the matched keypoints, peak 0.9, floor 0.1), ``target0``, ``target1`` (direct targets,
-    only when ``direct_weight > 0``) and ``H`` (view 0 -> view 1 pixels)."""
+    only when ``direct_weight > 0``), ``H`` (view 0 -> view 1 pixels) and, when
+    ``subpixel_weight > 0``, ``kpts0``/``kpts1`` float32 ``[K, 2]`` with ``kpts0_valid``/``kpts1_valid``
+    bool ``[K]`` (the matched teacher keypoints in each crop, zero-padded)."""
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, np.ndarray]:
         epoch, index = key
@@ -137,6 +156,9 @@ class Phase2Dataset(_CacheDataset):
         if cfg.direct_weight > 0:
             out["target0"] = view_target(cfg.target, entry, M0, cfg.crop, cfg.blob_sigma)[None]
             out["target1"] = view_target(cfg.target, entry, M1, cfg.crop, cfg.blob_sigma)[None]
+        if cfg.subpixel_weight > 0:
+            out["kpts0"], out["kpts0_valid"] = padded_points(transform_points(M0, k0, cfg.crop), cfg.subpixel_max_points)
+            out["kpts1"], out["kpts1_valid"] = padded_points(transform_points(A1, k1, cfg.crop), cfg.subpixel_max_points)
         return out
 
 

@@ -7,6 +7,9 @@ integers). Per-pixel losses are averaged over valid pixels of the whole batch.
 * Phase 1: :func:`focal_loss` (sigmoid focal loss, soft targets allowed) and :func:`bce_loss`.
 * Phase 2: :func:`huber_consistency` and :func:`kl_consistency`, each the sum of the
   view-0 -> view-1 and view-1 -> view-0 terms; :func:`warp` warps maps by a homography.
+* Phase 2, teacher-free: :func:`repeatability_loss` (R2D2-style local cosine similarity of the
+  warped maps, :func:`local_cosine_loss`, and :func:`peakiness_loss`).
+* Both phases: :func:`subpixel_loss`, soft-argmax localisation against sub-pixel keypoints.
 """
 
 from __future__ import annotations
@@ -158,3 +161,137 @@ def kl_consistency(
     a = spatial_kl(warp(logits0, H, size1), mask1, warped_valid(valid0, H, valid1), temperature)
     b = spatial_kl(warp(logits1, Hinv, size0), mask0, warped_valid(valid1, Hinv, valid0), temperature)
     return a + b
+
+
+# ---------------------------------------------------------------------- teacher-free repeatability
+def local_cosine_loss(a: Tensor, b: Tensor, valid: Optional[Tensor], patch: int = 16, min_valid: float = 0.5) -> Tensor:
+    """``1 - mean`` cosine similarity of co-located ``patch x patch`` patches of two maps.
+
+    Patches overlap by half (stride ``patch // 2``); a patch counts when at least
+    ``min_valid`` of its pixels are valid, and its cosine is taken over its valid pixels only.
+    Inputs ``[B, 1, h, w]`` (non-negative maps, e.g. probabilities). 0 for identical maps;
+    0 when no patch counts.
+    """
+    v = torch.ones_like(a) if valid is None else valid.to(a.dtype)
+    a, b = a.float() * v, b.float() * v
+    stride = max(1, patch // 2)
+
+    def pool(x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, patch, stride)
+
+    ab, aa, bb, frac = pool(a * b), pool(a * a), pool(b * b), pool(v.float())
+    # eps acts as one extra, shared pixel: identical (even all-zero) patches give exactly 1,
+    # the cosine stays <= 1, and the root's gradient stays finite on empty patches
+    eps = 1e-12
+    cos = (ab + eps) / ((aa + eps) * (bb + eps)).sqrt()
+    ok = frac >= min_valid
+    if not bool(ok.any()):
+        return (a * 0).sum()
+    return 1 - cos[ok].mean()
+
+
+def peakiness_loss(prob: Tensor, valid: Optional[Tensor], patch: int = 16) -> Tensor:
+    """``1 - mean(local max - local mean)`` of a probability map over its valid pixels.
+
+    Local max and mean over a ``(patch + 1)`` window (odd) centred on each pixel, counting
+    valid pixels only. Input ``[B, 1, h, w]`` in [0, 1]; 1 for a flat map, towards 0 for
+    isolated peaks on a zero background with at least one peak in every window.
+    """
+    k = patch + 1 if patch % 2 == 0 else patch
+    pad = k // 2
+    v = torch.ones_like(prob) if valid is None else valid.to(prob.dtype)
+    p = prob.float() * v
+    mx = F.max_pool2d(p, k, 1, pad)
+    mean = F.avg_pool2d(p, k, 1, pad) / F.avg_pool2d(v.float(), k, 1, pad).clamp_min(1e-6)
+    return 1 - _masked_mean(mx - mean, v > 0)
+
+
+def repeatability_loss(
+    logits0: Tensor,
+    logits1: Tensor,
+    H: Tensor,
+    valid0: Tensor,
+    valid1: Tensor,
+    patch: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """Teacher-free repeatability (the idea of R2D2's cosine and peakiness losses).
+
+    The student's probabilities of each view are warped into the other (``H``: view 0 ->
+    view 1, ``[B, 3, 3]``) and compared patch by patch with :func:`local_cosine_loss` over
+    the pixels valid in both; :func:`peakiness_loss` asks each view's map for sharp local
+    maxima. Both directions and both views are averaged.
+
+    Returns:
+        ``(cosine, peakiness)`` scalar losses, each in [0, 1].
+    """
+    p0, p1 = torch.sigmoid(logits0.float()), torch.sigmoid(logits1.float())
+    Hinv = torch.linalg.inv(H.double()).float()
+    size0 = (p0.shape[-1], p0.shape[-2])
+    size1 = (p1.shape[-1], p1.shape[-2])
+    c01 = local_cosine_loss(warp(p0, H, size1), p1, warped_valid(valid0, H, valid1), patch)
+    c10 = local_cosine_loss(warp(p1, Hinv, size0), p0, warped_valid(valid1, Hinv, valid0), patch)
+    peaky = 0.5 * (peakiness_loss(p0, valid0, patch) + peakiness_loss(p1, valid1, patch))
+    return 0.5 * (c01 + c10), peaky
+
+
+# ---------------------------------------------------------------------- sub-pixel localisation
+def soft_argmax_windows(
+    logits: Tensor, points: Tensor, radius: int = 2, temperature: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Soft-argmax of ``logits`` in a ``(2r+1)^2`` window around each point's nearest pixel.
+
+    Args:
+        logits: ``[B, 1, h, w]``.
+        points: ``[B, K, 2]`` (x, y) pixels.
+
+    Returns:
+        ``(xy [B, K, 2]`` soft-argmax positions in pixels (weights ``softmax(logits / T)``
+        over the window); ``inside [B, K]`` bool, the whole window lies in the map;
+        ``index [B, K, S]`` flat pixel indices of each window, clamped to the map)``.
+    """
+    b, _, h, w = logits.shape
+    k = points.shape[1]
+    centre = torch.round(points.detach().float()).long()  # [B, K, 2]
+    r = torch.arange(-radius, radius + 1, device=logits.device)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    dx, dy = dx.reshape(1, 1, -1), dy.reshape(1, 1, -1)  # [1, 1, S]
+    xs = centre[..., 0:1] + dx
+    ys = centre[..., 1:2] + dy
+    inside = ((xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)).all(dim=-1)
+    index = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)  # [B, K, S]
+    vals = logits.float().reshape(b, h * w).gather(1, index.reshape(b, -1)).reshape(b, k, -1)
+    wts = torch.softmax(vals / temperature, dim=-1)
+    off = torch.stack([(wts * dx.float()).sum(-1), (wts * dy.float()).sum(-1)], dim=-1)
+    return centre.float() + off, inside, index
+
+
+def subpixel_loss(
+    logits: Tensor,
+    points: Tensor,
+    point_valid: Tensor,
+    valid: Optional[Tensor] = None,
+    radius: int = 2,
+    temperature: float = 1.0,
+) -> Tensor:
+    """Mean distance in pixels between the student's soft-argmax near each target point and
+    the point (e.g. the teacher's sub-pixel keypoint).
+
+    Args:
+        logits: ``[B, 1, h, w]`` student logits.
+        points: ``[B, K, 2]`` (x, y) target positions in pixels (padded to K).
+        point_valid: ``[B, K]`` bool, False for padding.
+        valid: ``[B, 1, h, w]`` bool valid pixels; a point counts only when its whole window
+            is valid and inside the map.
+
+    Differentiable with respect to ``logits``; 0 when no point counts.
+    """
+    xy, inside, index = soft_argmax_windows(logits, points, radius, temperature)
+    ok = point_valid.bool() & inside
+    if valid is not None:
+        b = valid.shape[0]
+        win = valid.reshape(b, -1).gather(1, index.reshape(b, -1)).reshape(index.shape)
+        ok = ok & win.all(dim=-1)
+    if not bool(ok.any()):
+        return (logits.float() * 0).sum()
+    d = ((xy - points.float()) ** 2).sum(-1).add(1e-8).sqrt()
+    return d[ok].mean()

@@ -15,6 +15,20 @@ augmented and cropped; ``H`` maps view-0 crop pixels to view-1 crop pixels), wit
 
 ``--direct-weight w`` (default 0: the consistency loss alone) adds ``w`` times the phase-1
 loss (``--direct-loss``, ``--target``) of each view against its own labels.
+
+Optional terms (each default 0, logged under its own name):
+
+* ``--repeat-weight w``: teacher-free repeatability (:func:`training.losses.repeatability_loss`,
+  the idea of R2D2): ``w * (cosine + --repeat-peaky * peakiness)`` with the local cosine
+  similarity of ``--repeat-patch`` patches of the two views' probabilities warped onto each
+  other and the peakiness ``1 - mean(local max - local mean)``; logged as ``train/repeat``,
+  ``train/repeat_cosim``, ``train/repeat_peaky``.
+* ``--subpixel-weight w``: soft-argmax localisation at the matched teacher keypoints of both
+  views (:func:`training.losses.subpixel_loss`, ``train/subpixel`` in pixels).
+
+Rotation and scale: ``--max-rotation-deg 180`` rotates each view uniformly over the circle
+(so the pair differs by any angle), ``--scale-range`` scales each view (relative scale up to
+HIGH/LOW); ``--pad-fill mean`` and ``--valid-erode N`` handle the rotated views' corners.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ import sys
 from typing import Any, Optional
 
 from .data import Phase2Dataset
-from .losses import direct_loss, huber_consistency, kl_consistency, torch
+from .losses import direct_loss, huber_consistency, kl_consistency, repeatability_loss, subpixel_loss, torch
 from .trainer import Batch, Forward, run
 from .train_config import TrainConfig
 
@@ -53,6 +67,20 @@ class Phase2Task:
             )
             loss = cons + config.direct_weight * d
             parts = {"consistency": float(cons.detach()), "direct": float(d.detach())}
+        if config.repeat_weight > 0:
+            cos, peaky = repeatability_loss(l0, l1, batch["H"], batch["valid0"], batch["valid1"], config.repeat_patch)
+            rep = cos + config.repeat_peaky * peaky
+            loss = loss + config.repeat_weight * rep
+            parts.update(repeat=float(rep.detach()), repeat_cosim=float(cos.detach()), repeat_peaky=float(peaky.detach()))
+        if config.subpixel_weight > 0:
+            sp = 0.5 * sum(
+                subpixel_loss(lg, batch[f"kpts{v}"], batch[f"kpts{v}_valid"], batch[f"valid{v}"], config.subpixel_radius, config.subpixel_temperature)
+                for v, lg in ((0, l0), (1, l1))
+            )
+            loss = loss + config.subpixel_weight * sp
+            parts["subpixel"] = float(sp.detach())
+        if parts:
+            parts.setdefault("consistency", float(cons.detach()))
         return loss, parts, (batch["image1"][0], l1[0].detach(), batch["mask1"][0])
 
 

@@ -27,6 +27,7 @@ from kpnet.config import BACKBONES, DOWNSAMPLES, INPUT_NORMS, round_to_multiple
 from ._deps import require
 
 TARGETS: tuple[str, ...] = ("sparse", "blob", "dense")
+PAD_FILLS: tuple[str, ...] = ("zero", "mean")
 PHASE1_LOSSES: tuple[str, ...] = ("focal", "bce")
 PHASE2_LOSSES: tuple[str, ...] = ("huber", "kl")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -99,8 +100,11 @@ class TrainConfig:
     workers: int = _f(2, "DataLoader worker processes per training process (0: load in the main process)")
     # augmentation
     scale_range: tuple[float, float] = _f((0.8, 1.25), "random scale LOW,HIGH applied before cropping (log-uniform; phase 2 default 1.0,2.2)")
-    max_rotation_deg: float = _f(10.0, "random rotation in [-x, x] degrees")
+    max_rotation_deg: float = _f(10.0, "random rotation in [-x, x] degrees (180: uniform over the full circle; phase 2 rotates each view independently, so pairs then differ by any angle up to +-180)")
     perspective: float = _f(0.05, "random perspective: crop corners jittered by up to this fraction of the crop size (0: affine only)")
+    upright_prob: float = _f(0.0, "probability that a view keeps its upright orientation (no random rotation); with --max-rotation-deg 180 a small share of upright views keeps the unrotated quality (0: every view is rotated)")
+    pad_fill: str = _f("zero", "value of a view's pixels from outside the image (the corners of a rotated view): zero (black) or mean (the image's mean grey level, so no artificial edge; the loss ignores them either way)")
+    valid_erode: int = _f(0, "shrink the valid region by this many pixels at the boundary with padding, so the losses also ignore the band where the network sees the padding edge (0: off; 4 recommended with large rotations)")
     photometric: bool = _f(True, "brightness, contrast, gamma, Gaussian noise, motion blur and JPEG augmentation")
     photometric_extreme: float = _f(0.15, "probability of an extreme exposure (contrast x0.08-0.35 around a dark or bright level) on top of --photometric (0 disables)")
     # targets and losses
@@ -112,6 +116,13 @@ class TrainConfig:
     huber_delta: float = _f(0.1, "phase 2 huber: delta, in probability units")
     kl_temperature: float = _f(1.0, "phase 2 kl: target = softmax(mask / T) over pixels; T=1 is the loss as specified, smaller T sharpens it")
     direct_weight: float = _f(0.0, "phase 2: weight of a direct per-view term against each view's own --target (phase 2 default 1.0; 0: the consistency loss alone)")
+    repeat_weight: float = _f(0.0, "phase 2: weight of the teacher-free repeatability term (R2D2-style): 1 - mean local cosine similarity of --repeat-patch patches of the two views' probabilities warped onto each other, plus --repeat-peaky times the peakiness term 1 - mean(local max - local mean); 0: off")
+    repeat_patch: int = _f(16, "phase 2 repeatability term: patch side in pixels (patches overlap by half; the peakiness window is patch + 1)")
+    repeat_peaky: float = _f(1.0, "phase 2 repeatability term: weight of the peakiness part relative to the cosine part")
+    subpixel_weight: float = _f(0.0, "weight of the sub-pixel localisation term: mean distance in pixels between the soft-argmax of the student's logits in a window around each teacher keypoint and the teacher's sub-pixel position (phase 1: the teacher's keypoints; phase 2: the matched keypoints of both views); 0: off")
+    subpixel_radius: int = _f(2, "sub-pixel term: window radius in pixels (window 2r+1 square, centred on the teacher keypoint's nearest pixel)")
+    subpixel_temperature: float = _f(1.0, "sub-pixel term: soft-argmax weights are softmax(logits / T) over the window")
+    subpixel_max_points: int = _f(128, "sub-pixel term: at most this many teacher keypoints per view (highest teacher scores first)")
     direct_loss: Optional[str] = _f(None, "phase 2 direct term: focal|bce (default focal for sparse, else bce)")
     # model
     backbone: Optional[str] = _f(None, "small|large (default: from --init, else small)")
@@ -156,6 +167,8 @@ class TrainConfig:
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must satisfy 0 < LOW <= HIGH; got {lo},{hi}")
         set_("scale_range", (lo, hi))
+        if self.pad_fill not in PAD_FILLS:
+            raise ValueError(f"unknown pad_fill {self.pad_fill!r}; choose from: {', '.join(PAD_FILLS)}")
         if self.target not in TARGETS:
             raise ValueError(f"unknown target {self.target!r}; choose from: {', '.join(TARGETS)}")
         default_direct = "focal" if self.target == "sparse" else "bce"
@@ -181,12 +194,13 @@ class TrainConfig:
                 check_multiple(name, getattr(self, name), STRIDE * self.downsample, f" with downsample {self.downsample}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose from: {', '.join(DEVICES)}")
-        positive_int = ["batch_size", "epochs", "ckpt_every", "keep_ckpts", "log_every", "val_max_images", "val_max_keypoints"]
+        positive_int = ["batch_size", "epochs", "ckpt_every", "keep_ckpts", "log_every", "val_max_images", "val_max_keypoints",
+                        "subpixel_radius", "subpixel_max_points"]
         for name in positive_int:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int; got {v!r}")
-        for name in ("workers", "warmup_steps", "overlay_every"):
+        for name in ("workers", "warmup_steps", "overlay_every", "valid_erode"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0; got {v!r}")
@@ -206,9 +220,15 @@ class TrainConfig:
             (self.huber_delta > 0, "huber_delta must be > 0"),
             (self.kl_temperature > 0, "kl_temperature must be > 0"),
             (self.direct_weight >= 0, "direct_weight must be >= 0"),
+            (self.repeat_weight >= 0, "repeat_weight must be >= 0"),
+            (self.repeat_peaky >= 0, "repeat_peaky must be >= 0"),
+            (isinstance(self.repeat_patch, int) and self.repeat_patch >= 4, "repeat_patch must be an int >= 4"),
+            (self.subpixel_weight >= 0, "subpixel_weight must be >= 0"),
+            (self.subpixel_temperature > 0, "subpixel_temperature must be > 0"),
             (0 <= self.max_rotation_deg <= 180, "max_rotation_deg must be in [0, 180]"),
             (0 <= self.perspective < 0.5, "perspective must be in [0, 0.5)"),
             (0 <= self.photometric_extreme <= 1, "photometric_extreme must be a probability in [0, 1]"),
+            (0 <= self.upright_prob <= 1, "upright_prob must be a probability in [0, 1]"),
         ]
         for ok, msg in checks:
             if not ok:
