@@ -7,7 +7,13 @@ Layout: DATA_DIR/SEQ/1.(ppm|png|jpg) ... N.(ext) and DATA_DIR/SEQ/H_1_k, a 3x3 t
 mapping image-1 pixels to image-k pixels in the original resolution. Pairs (1, k) are
 evaluated after resizing both images to the evaluation size (H adjusted accordingly).
 
-Metrics per detector and keypoint budget K (every detector gets the same K):
+Every detector passes the same protocol (``benchmarks/_protocol.py``): a raw candidate pool,
+greedy suppression by score (``--suppression-radius``, default 4 px at the evaluation size),
+then the same K by top-k (default) or ``--distribution grid`` bucketing. The tables report,
+per detector, the fraction of raw keypoints with another within 2 px before suppression;
+``--raw-baselines`` gives OpenCV's own raw output instead, labelled ``[raw]``.
+
+Metrics per detector and keypoint budget K:
 - repeatability at eps = 1, 3, 5 px (SuperPoint's definition: only points visible in both views)
   and the mean localisation error of repeated points (eps = 3);
 - homography accuracy at 1/3/5 px: every detector's keypoints get the SAME descriptor
@@ -32,13 +38,24 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _protocol import (  # noqa: E402
+    DESCRIPTOR,
+    LEARNED,  # noqa: F401  (re-exported: the baseline names)
+    Protocol,
+    add_protocol_args,
+    baseline_choices,
+    build_detector,
+    describe,
+    known_baseline,
+    parse_hw,
+    progress,
+)
+from kpnet.baselines import CLASSICAL  # noqa: E402,F401
 from kpnet.metrics import corner_error, mutual_nn_matches, repeatability, warp_points  # noqa: E402
 
 EXTS = (".ppm", ".png", ".jpg", ".jpeg")
-CLASSICAL = ("orb", "fast", "gftt", "harris", "sift")
-LEARNED = ("aliked-n16", "aliked-t16", "aliked-n32", "superpoint")
-DESCRIPTOR = "OpenCV SIFT descriptor at each keypoint, fixed size 12 px, angle 0"
 EPS_REP = (1.0, 3.0, 5.0)
 EPS_H = (1.0, 3.0, 5.0)
 
@@ -123,135 +140,26 @@ def expose(gray: np.ndarray, kind: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- detectors
-Detect = Callable[[np.ndarray, int], np.ndarray]  # (gray uint8, K) -> xy float [N, 2]
-
-
-def _cv_kps_to_xy(kps, k: int) -> np.ndarray:
-    kps = sorted(kps, key=lambda p: -p.response)[:k]
-    return np.array([p.pt for p in kps], np.float32).reshape(-1, 2)
-
-
-#: ``aliked-n16-dense``: the teacher's dense score map decoded like kpnet's heatmap (NMS radius,
-#: top-k), which is exactly the phase-1 target the student imitates; ``aliked-n16-ha8``: the same
-#: map after homographic adaptation over 8 random homographies (``--homographic-adaptation 8``).
-TEACHER_MAP = re.compile(r"^(aliked-[a-z0-9]+)-(dense|ha(\d+))$")
-
-
-def _teacher_map_detector(teacher_name: str, n_ha: int, args: argparse.Namespace) -> Detect:
-    import hashlib
-
-    import torch
-
-    from kpnet.config import DecodeConfig
-    from kpnet.postprocess import decode
-    from training.homography import HomographyConfig, sample_homography
-    from training.labels import homographic_adaptation
-    from training.teachers import TeacherConfig, build_teacher
-
-    torch.set_num_threads(args.threads)
-    teacher = build_teacher(TeacherConfig(name=teacher_name))
-
-    def detect(g: np.ndarray, k: int) -> np.ndarray:
-        h, w = g.shape
-        x = torch.from_numpy(g.astype(np.float32) / 255.0)[None, None]
-        pad_h, pad_w = (-h) % 32, (-w) % 32  # ALIKED needs multiples of 32
-        if pad_h or pad_w:
-            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        size = (w + pad_w, h + pad_h)
-        rng = np.random.default_rng(int.from_bytes(hashlib.sha1(g.tobytes()).digest()[:8], "little"))
-        hs = [sample_homography(size, HomographyConfig(), rng) for _ in range(n_ha)]
-        with torch.inference_mode():
-            dense = homographic_adaptation(x, teacher.dense_map, hs)[:h, :w]
-        xy, _ = decode(np.ascontiguousarray(dense.numpy(), np.float32), DecodeConfig(max_keypoints=k, nms_radius=args.nms_radius), logits=False)
-        return xy
-
-    return detect
+#: ``(gray uint8, K) -> xy float32 [N, 2]``: a detector under the shared protocol.
+Detect = Callable[[np.ndarray, int], np.ndarray]
 
 
 def make_detector(name: str, args: argparse.Namespace) -> tuple[str, Detect]:
-    """A detector by baseline name or model path."""
-    if name == "orb":
-        return name, lambda g, k: _cv_kps_to_xy(cv2.ORB_create(nfeatures=k).detect(g, None), k)
-    if name == "fast":
-        fast = cv2.FastFeatureDetector_create(threshold=10, nonmaxSuppression=True)
-        return name, lambda g, k: _cv_kps_to_xy(fast.detect(g, None), k)
-    if name in ("gftt", "harris"):
-        harris = name == "harris"
+    """A detector by baseline name or model path, under the shared protocol (``_protocol``).
 
-        def gftt(g: np.ndarray, k: int) -> np.ndarray:
-            pts = cv2.goodFeaturesToTrack(g, maxCorners=k, qualityLevel=0.001, minDistance=args.nms_radius, useHarrisDetector=harris)
-            return np.zeros((0, 2), np.float32) if pts is None else pts.reshape(-1, 2)
+    Returns its label and ``detect(gray, k) -> xy``; the full :class:`_protocol.Detector`
+    (scores, duplicate fraction) is ``detect.detector``."""
+    proto = Protocol.from_args(args) if hasattr(args, "distribution") else Protocol(radius=float(getattr(args, "nms_radius", 4)))
+    det = build_detector(name, proto, threads=args.threads, subpixel=getattr(args, "subpixel", False), superpoint_weights=getattr(args, "superpoint_weights", None))
 
-        return name, gftt
-    if name == "sift":
-        sift = cv2.SIFT_create()
-        return name, lambda g, k: _cv_kps_to_xy(sift.detect(g, None), k)
-    m = TEACHER_MAP.match(name)
-    if m:
-        return name, _teacher_map_detector(m.group(1), int(m.group(3) or 0), args)
-    if name.startswith("aliked") or name == "superpoint":
-        import torch
+    def detect(g: np.ndarray, k: int) -> np.ndarray:
+        return det.detect(g, k).xy
 
-        from training.teachers import TeacherConfig, build_teacher
-
-        torch.set_num_threads(args.threads)
-        cache: dict[int, Any] = {}
-
-        def teacher(g: np.ndarray, k: int) -> np.ndarray:
-            if k not in cache:
-                cfg = TeacherConfig(name=name, weights=args.superpoint_weights if name == "superpoint" else None, max_keypoints=k, detection_threshold=0.01 if name != "superpoint" else 0.001)
-                cache[k] = build_teacher(cfg)
-            x = torch.from_numpy(g.astype(np.float32) / 255.0)[None, None]
-            h, w = g.shape
-            pad_h, pad_w = (-h) % 32, (-w) % 32  # ALIKED needs multiples of 32
-            if pad_h or pad_w:
-                x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h))
-            f = cache[k].detect(x)[0]
-            xy = f.keypoints.numpy()
-            return xy[(xy[:, 0] < w) & (xy[:, 1] < h)]
-
-        return name, teacher
-    path = Path(name)
-    if not path.is_file():
-        raise FileNotFoundError(f"model not found: {name} (baselines: {', '.join(CLASSICAL + LEARNED)})")
-    from kpnet import KeypointDetector
-
-    dets: dict[int, Any] = {}
-
-    def kp(g: np.ndarray, k: int) -> np.ndarray:
-        if k not in dets:
-            dets[k] = KeypointDetector(path, max_keypoints=k, nms_radius=args.nms_radius, threads=args.threads, subpixel=args.subpixel)
-        return dets[k].detect(g).xy
-
-    return path.name, kp
+    detect.detector = det  # type: ignore[attr-defined]
+    return det.label, detect
 
 
 # --------------------------------------------------------------------------- metrics
-_SIFT = None
-
-
-def describe(gray: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """The shared descriptor: SIFT at each keypoint, fixed size and orientation.
-    Returns float32 [N, 128] aligned with ``xy`` (OpenCV keeps every point it is given)."""
-    global _SIFT
-    if _SIFT is None:
-        _SIFT = cv2.SIFT_create()
-    kps = [cv2.KeyPoint(float(x), float(y), 12.0, 0.0) for x, y in xy]
-    if not kps:
-        return np.zeros((0, 128), np.float32)
-    kps2, desc = _SIFT.compute(gray, kps)
-    if desc is None or len(kps2) != len(kps):
-        # OpenCV may drop points too close to the border; re-align by position.
-        out = np.zeros((len(kps), 128), np.float32)
-        pos = {(round(p.pt[0], 3), round(p.pt[1], 3)): i for i, p in enumerate(kps2)}
-        for i, (x, y) in enumerate(xy):
-            j = pos.get((round(float(x), 3), round(float(y), 3)))
-            if j is not None and desc is not None:
-                out[i] = desc[j]
-        return out
-    return desc.astype(np.float32)
-
-
 def evaluate_pair(p: Pair, xy1: np.ndarray, xy2: np.ndarray) -> dict[str, float]:
     size1, size2 = p.img1.shape[::-1], p.img2.shape[::-1]
     out: dict[str, float] = {"n1": float(len(xy1)), "n2": float(len(xy2))}
@@ -278,33 +186,36 @@ def evaluate_pair(p: Pair, xy1: np.ndarray, xy2: np.ndarray) -> dict[str, float]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    size = tuple(int(v) for v in args.size.lower().split("x"))
-    pairs = load_pairs(Path(args.data), size, args.keep_aspect, args.split)
+    h, w = parse_hw(args.size, "--size")
+    pairs = load_pairs(Path(args.data), (w, h), args.keep_aspect, args.split)
     if args.exposure:
         pairs = [Pair(p.seq, p.k, p.img1, expose(p.img2, args.exposure), p.H) for p in pairs]
     ks = [int(k) for k in args.k.split(",")]
+    proto = Protocol.from_args(args)
     names = list(args.model or []) + [b for b in args.baselines.split(",") if b]
-    results: dict[str, Any] = {"settings": {"data": str(args.data), "size": args.size, "keep_aspect": args.keep_aspect, "split": args.split, "exposure": args.exposure, "K": ks, "nms_radius": args.nms_radius, "subpixel": args.subpixel, "descriptor": DESCRIPTOR, "threads": args.threads, "pairs": len(pairs)}, "detectors": {}}
+    results: dict[str, Any] = {
+        "settings": {"data": str(args.data), "size": f"{h}x{w}", "keep_aspect": args.keep_aspect, "split": args.split, "exposure": args.exposure, "K": ks, "protocol": proto.to_dict(), "protocol_text": proto.describe(), "subpixel": args.subpixel, "descriptor": DESCRIPTOR, "threads": args.threads, "pairs": len(pairs)},
+        "detectors": {},
+    }
     for name in names:
-        label, det = make_detector(name, args)
+        det = build_detector(name, proto, threads=args.threads, subpixel=args.subpixel, superpoint_weights=args.superpoint_weights)
         per_k = {}
         for k in ks:
             rows, times = [], []
-            det(pairs[0].img1, k)  # warm-up
-            for p in pairs:
-                t0 = time.perf_counter()
-                xy1 = det(p.img1, k)
-                times.append(time.perf_counter() - t0)
-                xy2 = det(p.img2, k)
-                row = evaluate_pair(p, np.asarray(xy1, np.float32), np.asarray(xy2, np.float32))
-                row.update(seq=p.seq, pair=f"1-{p.k}")
+            det.detect(pairs[0].img1, k)  # warm-up
+            for p in progress(pairs, desc=f"{det.label} K={k}"):
+                d1 = det.detect(p.img1, k)
+                times.append(d1.ms)
+                d2 = det.detect(p.img2, k)
+                row = evaluate_pair(p, d1.xy, d2.xy)
+                row.update(seq=p.seq, pair=f"1-{p.k}", dup2=(d1.dup + d2.dup) / 2)
                 rows.append(row)
             keys = [c for c in rows[0] if c not in ("seq", "pair")]
             mean = {c: float(np.nanmean([r[c] for r in rows if np.isfinite(r[c]) or c != "corner_err"])) for c in keys}
-            mean["ms_per_image"] = 1e3 * float(np.median(times))
+            mean["ms_per_image"] = float(np.median(times))
             per_k[str(k)] = {"mean": mean, "pairs": rows}
-            print(f"  {label} K={k}: rep@3 {mean['rep@3']:.3f}  H@3 {mean['H@3']:.3f}  ({mean['ms_per_image']:.1f} ms/img)", flush=True)
-        results["detectors"][label] = per_k
+            print(f"  {det.label} K={k}: rep@3 {mean['rep@3']:.3f}  H@3 {mean['H@3']:.3f}  dup@2 {mean['dup2']:.2f}  ({mean['ms_per_image']:.1f} ms/img)", flush=True)
+        results["detectors"][det.label] = per_k
     return results
 
 
@@ -312,17 +223,19 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     lines = [
         f"Accuracy on {s['data']} ({s['pairs']} pairs) at {s['size']}{' (keep aspect)' if s['keep_aspect'] else ''}; "
-        f"NMS radius {s['nms_radius']} px for kpnet and GFTT/Harris min distance; descriptor for homography accuracy: {s['descriptor']}."
+        f"protocol: {s['protocol_text']}; descriptor for homography accuracy: {s['descriptor']}."
         + (f" Second image of each pair with exposure '{s['exposure']}'." if s.get("exposure") else ""),
+        "dup@2: fraction of the raw top-K keypoints with another raw keypoint within 2 px (before suppression). "
+        "ms/img: detection and selection (median).",
         "",
-        "| detector | K | rep@1 | rep@3 | rep@5 | loc err (px) | H acc@1 | H acc@3 | H acc@5 | matching score | ms/img |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| detector | K | keypoints | dup@2 | rep@1 | rep@3 | rep@5 | loc err (px) | H acc@1 | H acc@3 | H acc@5 | matching score | ms/img |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, per_k in results["detectors"].items():
         for k, r in per_k.items():
             m = r["mean"]
             lines.append(
-                f"| {name} | {k} | {m['rep@1']:.3f} | {m['rep@3']:.3f} | {m['rep@5']:.3f} | {m['loc_err']:.2f} | "
+                f"| {name} | {k} | {(m['n1'] + m['n2']) / 2:.0f} | {m['dup2']:.2f} | {m['rep@1']:.3f} | {m['rep@3']:.3f} | {m['rep@5']:.3f} | {m['loc_err']:.2f} | "
                 f"{m['H@1']:.3f} | {m['H@3']:.3f} | {m['H@5']:.3f} | {m['matching_score']:.3f} | {m['ms_per_image']:.1f} |"
             )
     # Per-sequence view: repeatability@3 and corner error at the first K, to see where each detector fails.
@@ -371,24 +284,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("data", help="folder in HPatches layout")
     p.add_argument("--model", action="append", help="kpnet model file (repeatable)")
-    p.add_argument("--baselines", default="orb,fast,gftt,harris,sift,aliked-n16", help=f"comma-separated from: {', '.join(CLASSICAL + LEARNED)}, or TEACHER-dense / TEACHER-haN (e.g. aliked-n16-ha8: the teacher's dense map, homographically adapted over N views, decoded like kpnet)")
+    p.add_argument("--baselines", default="orb,fast,gftt,harris,sift,aliked-n16", help=f"comma-separated from: {baseline_choices()}. TEACHER-dense is the teacher's dense score map, TEACHER-haN the same map homographically adapted over N views; both decoded to 3x3 local maxima and then the shared protocol")
     p.add_argument("--k", default="300,1000", help="keypoint budgets (default 300,1000)")
-    p.add_argument("--size", default="640x480", help="evaluation WIDTHxHEIGHT (default 640x480)")
+    p.add_argument("--size", default="480x640", help="evaluation HEIGHTxWIDTH (default 480x640)")
     p.add_argument("--keep-aspect", action="store_true", help="fit inside --size keeping the aspect ratio")
     p.add_argument("--split", choices=["i", "v"], help="HPatches illumination (i_*) or viewpoint (v_*) sequences only")
     p.add_argument("--exposure", choices=EXPOSURES, help="change the exposure of the second image of every pair: dark (x0.15), bright (x0.2 + 199) or lowc (contrast x0.15)")
-    p.add_argument("--nms-radius", type=int, default=4)
-    p.add_argument("--subpixel", action="store_true", help="kpnet models: refine keypoints with the 3x3 quadratic fit (DecodeConfig.subpixel)")
+    add_protocol_args(p, radius_alias=True)
+    p.add_argument("--subpixel", action="store_true", help="kpnet models: refine keypoints with the 3x3 quadratic fit")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--superpoint-weights", help="SuperPoint weights file, needed for the 'superpoint' baseline")
     p.add_argument("--out", default="runs/accuracy")
     a = p.parse_args(argv)
     names = [b for b in a.baselines.split(",") if b]
-    bad = [b for b in names if b not in CLASSICAL + LEARNED and not TEACHER_MAP.match(b)]
+    bad = [b for b in names if not known_baseline(b)]
     if bad:
-        p.error(f"unknown baselines {bad}; choose from: {', '.join(CLASSICAL + LEARNED)}")
+        p.error(f"unknown baselines {bad}; choose from: {baseline_choices()}")
     if "superpoint" in names and not a.superpoint_weights:
         p.error("the 'superpoint' baseline needs --superpoint-weights PATH (weights are not distributed with kpnet)")
+    try:
+        parse_hw(a.size, "--size")
+        Protocol.from_args(a)
+    except ValueError as exc:
+        p.error(str(exc))
     try:
         results = run(a)
     except (FileNotFoundError, ValueError) as exc:
