@@ -7,11 +7,20 @@ The run is resumable (finished entries are skipped; files are written
 atomically), shows a progress bar with rate and ETA, can use several worker
 processes, and records config, teacher settings, image list and skipped
 images in ``manifest.json``. See :mod:`training.cache` for the format.
+
+Labelling at scale: ``--shard I/N`` (or ``torchrun``'s ``RANK``/``WORLD_SIZE``) labels
+every N-th image from the I-th, on any number of machines sharing ``--out``. Each part
+writes only its own entries and ``parts/part-I-of-N.json`` (its images, skipped images,
+state, stats) and resumes from them; the part that finishes last (it finds every image
+labelled or skipped) writes ``manifest.json`` for the whole cache, the one a
+single-process run writes, and ``--merge`` writes it on demand. Entries do not depend on
+the split (each image's labels are a function of its path and the config).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -29,6 +38,7 @@ from .cache import (
     MANIFEST,
     VERSION,
     CacheConfig,
+    atomic_write_bytes,
     check_config,
     entry_key,
     image_seed,
@@ -163,12 +173,146 @@ def _process(relpath: str) -> tuple[str, str, Any]:
 # -------------------------------------------------------------- the run
 
 
-def _clean_partial(entries: Path) -> int:
+def _clean_partial(entries: Path, keys: Optional[set[str]] = None) -> int:
+    """Remove temporary files left by a killed run (only those of ``keys``' entries when given,
+    so a part never touches the files another part is writing)."""
     n = 0
     for tmp in entries.glob("*.tmp-*"):
+        if keys is not None and tmp.name.split(".", 1)[0] not in keys:
+            continue
         tmp.unlink(missing_ok=True)
         n += 1
     return n
+
+
+# -------------------------------------------------------------- parts (sharded labelling)
+
+PARTS = "parts"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``'I/N'`` -> ``(I, N)``: part ``I`` (0-based) of ``N``."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError as exc:
+        raise ValueError(f"shard must look like I/N with 0 <= I < N, e.g. 0/4; got {text!r}") from exc
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard must look like I/N with 0 <= I < N, e.g. 0/4; got {text!r}")
+    return i, n
+
+
+def shard_from_env(environ: Optional[dict[str, str]] = None) -> Optional[tuple[int, int]]:
+    """``(RANK, WORLD_SIZE)`` when launched by ``torchrun`` with more than one process, else None."""
+    env = os.environ if environ is None else environ
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return None
+    return parse_shard(f"{int(env.get('RANK', '0') or 0)}/{world}")
+
+
+def shard_images(images: Sequence[str], shard: tuple[int, int]) -> list[str]:
+    """Part ``I`` of ``N`` of the sorted image list: every N-th image from the I-th (balanced
+    even when neighbouring folders differ in size)."""
+    i, n = shard
+    return list(images[i::n])
+
+
+def part_path(out: Path, shard: tuple[int, int]) -> Path:
+    return out / PARTS / f"part-{shard[0]:05d}-of-{shard[1]:05d}.json"
+
+
+def _images_digest(images: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(images).encode("utf-8")).hexdigest()
+
+
+def _read_part(path: Path) -> dict[str, Any]:
+    part = json.loads(path.read_text("utf-8"))
+    if part.get("format") != FORMAT or part.get("version") != VERSION or "part" not in part:
+        raise ValueError(f"{path} is not a {FORMAT} part manifest (version {VERSION})")
+    return part
+
+
+def _write_part(path: Path, part: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(part, indent=1).encode("utf-8"))
+
+
+def merge_parts(
+    out: str | Path, config: CacheConfig, images: Sequence[str], image_dir: str | Path, force: bool = False
+) -> Optional[dict[str, Any]]:
+    """Write the cache's ``manifest.json`` from its part manifests (``parts/part-I-of-N.json``).
+
+    The manifest is the one a single-process run writes: config, teacher settings, the whole
+    image list, the skipped images of every part (and of an earlier manifest), and
+    ``complete`` when every image has an entry or was skipped; ``stats`` sums the parts'.
+    Every part must have been built with ``config`` and the same image list.
+
+    Args:
+        force: write the manifest even when parts are unfinished (``complete: false``);
+            otherwise return None in that case and write nothing.
+
+    Returns:
+        The manifest written, or None.
+
+    Raises:
+        FileNotFoundError: no part manifests. CacheMismatchError / ValueError: a part was
+        built with another config or image list.
+    """
+    out = Path(out)
+    paths = sorted((out / PARTS).glob("part-*-of-*.json"))
+    if not paths:
+        raise FileNotFoundError(f"no part manifests under {out / PARTS}; label with --shard I/N (or under torchrun) first")
+    digest = _images_digest(images)
+    skipped: dict[str, str] = {}
+    if (out / MANIFEST).is_file():
+        old = read_manifest(out)
+        check_config(old, config, where=str(out))
+        skipped.update(old.get("skipped", {}))
+    parts = []
+    for path in paths:
+        part = _read_part(path)
+        check_config(part, config, where=str(path))
+        if part.get("images_sha1") != digest:
+            raise ValueError(
+                f"{path} was built from a different image list; use the same IMAGE_DIR and --limit for every part"
+            )
+        skipped.update(part.get("skipped", {}))
+        parts.append(part)
+    entries = out / ENTRIES
+    done = all((entries / f"{entry_key(p)}.npz").is_file() or p in skipped for p in images)
+    if not done and not force:
+        return None
+    stats = [p.get("stats") or {} for p in parts]
+    labelled = sum(int(s.get("labelled") or 0) for s in stats)
+    seconds = max([float(s.get("seconds") or 0.0) for s in stats] or [0.0])
+
+    def weighted(key: str) -> Optional[float]:
+        w = [(float(s[key]), int(s.get("labelled") or 0)) for s in stats if s.get(key) is not None]
+        n = sum(k for _, k in w)
+        return round(sum(v * k for v, k in w) / n, 1) if n else None
+
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_dict(),
+        "teacher_settings": next((p["teacher_settings"] for p in parts if p.get("teacher_settings")), None),
+        "image_root": str(Path(image_dir).resolve()),
+        "images": list(images),
+        "skipped": {p: skipped[p] for p in images if p in skipped},
+        "complete": bool(done),
+        "stats": {
+            "parts": len(parts),
+            "labelled": labelled,
+            "resumed": sum(int(s.get("resumed") or 0) for s in stats),
+            "skipped": sum(1 for p in images if p in skipped),
+            "seconds": round(seconds, 3),
+            "images_per_s": round(labelled / seconds, 3) if labelled and seconds > 0 else None,
+            "mean_keypoints": weighted("mean_keypoints"),
+            "mean_matches_per_image": weighted("mean_matches_per_image"),
+        },
+    }
+    write_manifest(out, manifest)
+    return manifest
 
 
 def build_cache(
@@ -178,8 +322,9 @@ def build_cache(
     workers: int = 1,
     limit: Optional[int] = None,
     progress: bool = True,
+    shard: Optional[tuple[int, int]] = None,
 ) -> dict[str, Any]:
-    """Build or resume a label cache.
+    """Build or resume a label cache, or one part of it.
 
     Args:
         image_dir: folder searched recursively for jpg/png/ppm images.
@@ -188,10 +333,17 @@ def build_cache(
         workers: worker processes (1: label in this process).
         limit: use only the first ``limit`` images (sorted by path).
         progress: show a tqdm progress bar.
+        shard: ``(I, N)``: label only part I (0-based) of N, every N-th image of the sorted
+            list (see :func:`shard_images`). The part writes its own entries and
+            ``parts/part-I-of-N.json`` (its images, skipped images and state) and resumes from
+            them; the part that finds every image done when it finishes writes
+            ``manifest.json`` for the whole cache (:func:`merge_parts`), the same manifest a
+            single-process run writes. None (or N = 1): the whole list in one run.
 
     Returns:
-        The final manifest, with ``stats`` of this run (``labelled``,
-        ``resumed`` (already done), ``skipped``, ``seconds``, ``images_per_s``).
+        The final manifest (the part's manifest with a ``merged`` flag when sharded), with
+        ``stats`` of this run (``labelled``, ``resumed`` (already done), ``skipped``,
+        ``seconds``, ``images_per_s``).
 
     Raises:
         CacheMismatchError: ``out`` holds a cache built with another config or image list.
@@ -201,9 +353,14 @@ def build_cache(
     images = list_images(image_dir)
     if limit is not None:
         images = images[: max(0, int(limit))]
+    if shard is not None and shard[1] <= 1:
+        shard = None
+    if shard is not None:
+        shard = parse_shard(f"{shard[0]}/{shard[1]}")
+    mine = images if shard is None else shard_images(images, shard)
     entries = out / ENTRIES
     entries.mkdir(parents=True, exist_ok=True)
-    _clean_partial(entries)
+    _clean_partial(entries, None if shard is None else {entry_key(p) for p in mine})
 
     skipped: dict[str, str] = {}
     if (out / MANIFEST).is_file():
@@ -215,9 +372,21 @@ def build_cache(
                 f"{len(images)}); use the same IMAGE_DIR and --limit, or a new --out folder"
             )
         skipped = dict(old.get("skipped", {}))
+    if shard is not None:
+        skipped = {p: skipped[p] for p in mine if p in skipped}
+        ppath = part_path(out, shard)
+        if ppath.is_file():
+            old_part = _read_part(ppath)
+            check_config(old_part, config, where=str(ppath))
+            if old_part.get("part_images") != mine or old_part.get("images_sha1") != _images_digest(images):
+                raise ValueError(
+                    f"part {shard[0]}/{shard[1]} of {out} was built from a different image list; use the same "
+                    "IMAGE_DIR and --limit for every part, or a new --out folder"
+                )
+            skipped.update(old_part.get("skipped", {}))
 
-    todo = [p for p in images if not (entries / f"{entry_key(p)}.npz").is_file() and p not in skipped]
-    resumed = len(images) - len(todo) - len(skipped)
+    todo = [p for p in mine if not (entries / f"{entry_key(p)}.npz").is_file() and p not in skipped]
+    resumed = len(mine) - len(todo) - len(skipped)
 
     manifest: dict[str, Any] = {
         "format": FORMAT,
@@ -229,11 +398,18 @@ def build_cache(
         "skipped": skipped,
         "complete": False,
     }
+    save = lambda: write_manifest(out, manifest)  # noqa: E731
+    if shard is not None:
+        del manifest["images"]
+        manifest.update(part={"index": shard[0], "count": shard[1]}, images_total=len(images),
+                        images_sha1=_images_digest(images), part_images=mine)
+        save = lambda: _write_part(ppath, manifest)  # noqa: E731
 
     labelled = 0
     kp_total = match_total = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="img", desc=f"labelling ({config.teacher.name})", disable=not progress, dynamic_ncols=True)
+    desc = f"labelling ({config.teacher.name})" + (f" part {shard[0]}/{shard[1]}" if shard is not None else "")
+    bar = tqdm(total=len(todo), unit="img", desc=desc, disable=not progress, dynamic_ncols=True)
 
     def handle(result: tuple[str, str, Any]) -> None:
         nonlocal labelled, kp_total, match_total
@@ -248,7 +424,7 @@ def build_cache(
             bar.set_postfix(kpts=kp_total // max(labelled, 1), matches=match_total // max(labelled, 1), refresh=False)
         bar.update(1)
         if (labelled + len(skipped)) % MANIFEST_EVERY == 0:
-            write_manifest(out, manifest)
+            save()
 
     try:
         if workers <= 1:
@@ -256,7 +432,7 @@ def build_cache(
                 _init_worker(config, str(image_dir), str(out), one_thread=False)
             _WORKER.update(image_root=image_dir, cache_root=out)
             manifest["teacher_settings"] = _WORKER["labeller"].settings()
-            write_manifest(out, manifest)
+            save()
             for relpath in todo:
                 handle(_process(relpath))
         else:
@@ -264,7 +440,7 @@ def build_cache(
 
             # settings come from a throwaway labeller in this process (cheap to build)
             manifest["teacher_settings"] = Labeller(config).settings()
-            write_manifest(out, manifest)
+            save()
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers, initializer=_init_worker, initargs=(config, str(image_dir), str(out))) as pool:
                 for result in pool.imap_unordered(_process, todo, chunksize=1):
@@ -272,7 +448,7 @@ def build_cache(
     finally:
         bar.close()
         seconds = time.perf_counter() - t0
-        done = all((entries / f"{entry_key(p)}.npz").is_file() or p in skipped for p in images)
+        done = all((entries / f"{entry_key(p)}.npz").is_file() or p in skipped for p in mine)
         manifest["complete"] = bool(done)
         manifest["stats"] = {
             "labelled": labelled,
@@ -283,7 +459,10 @@ def build_cache(
             "mean_keypoints": round(kp_total / labelled, 1) if labelled else None,
             "mean_matches_per_image": round(match_total / labelled, 1) if labelled else None,
         }
-        write_manifest(out, manifest)
+        save()
+    if shard is not None:
+        # the last part to finish merges (a part that finds others unfinished leaves it to them)
+        manifest["merged"] = bool(manifest["complete"]) and merge_parts(out, config, images, image_dir) is not None
     return manifest
 
 
@@ -312,6 +491,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--limit", type=int, help="label only the first N images")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--shard", metavar="I/N",
+        help="label only part I (0-based) of N: every N-th image of the sorted list. Each part writes its own entries and "
+        "OUT/parts/part-I-of-N.json and resumes from them; the last part to finish writes OUT/manifest.json for the whole "
+        "cache. Under torchrun (WORLD_SIZE > 1) the part is RANK/WORLD_SIZE unless --shard is given. Run the parts with "
+        "the same IMAGE_DIR, --out (a shared folder across machines) and flags",
+    )
+    p.add_argument("--merge", action="store_true", help="only write OUT/manifest.json from the part manifests (also when parts are unfinished: complete=false); no labelling")
     return p
 
 
@@ -360,15 +547,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.workers < 1:
         parser.error(f"--workers must be >= 1; got {args.workers}")
     try:
-        manifest = build_cache(args.image_dir, args.out, config, workers=args.workers, limit=args.limit, progress=not args.no_progress)
+        shard = parse_shard(args.shard) if args.shard else shard_from_env()
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        if args.merge:
+            images = list_images(args.image_dir)
+            if args.limit is not None:
+                images = images[: max(0, int(args.limit))]
+            merged = merge_parts(args.out, config, images, args.image_dir, force=True)
+            s = merged["stats"]
+            print(f"cache {args.out}: manifest merged from {s['parts']} part(s); {s['skipped']} skipped; complete={merged['complete']}")
+            return 0
+        manifest = build_cache(
+            args.image_dir, args.out, config, workers=args.workers, limit=args.limit, progress=not args.no_progress, shard=shard
+        )
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = manifest["stats"]
+    where = f"cache {args.out}" + (f" part {manifest['part']['index']}/{manifest['part']['count']}" if "part" in manifest else "")
     print(
-        f"cache {args.out}: {s['labelled']} labelled, {s['resumed']} already done, {s['skipped']} skipped; "
+        f"{where}: {s['labelled']} labelled, {s['resumed']} already done, {s['skipped']} skipped; "
         f"{s['images_per_s']} images/s; mean {s['mean_keypoints']} keypoints, {s['mean_matches_per_image']} matches/image; "
         f"complete={manifest['complete']}"
+        + (("; manifest.json written (all parts done)" if manifest["merged"] else "; other parts unfinished") if "part" in manifest else "")
     )
     return 0
 
