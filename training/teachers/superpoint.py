@@ -346,6 +346,16 @@ class SuperPointTeacher(Teacher):
         return heatmap_from_logits(logits)[:, :h, :w].contiguous()
 
     @torch.inference_mode()
+    def keypoints_from_map(self, score_map: "torch.Tensor") -> list[tuple["torch.Tensor", "torch.Tensor"]]:
+        heat = max_pool_nms(score_map.float(), self.nms_radius)
+        return [select_keypoints(heat[i], self.detection_threshold, self.remove_borders, self.max_keypoints) for i in range(heat.shape[0])]
+
+    @torch.inference_mode()
+    def describe(self, images: "torch.Tensor", keypoints: list["torch.Tensor"]) -> list["torch.Tensor"]:
+        _, desc, _, _ = self._forward(images)
+        return [sample_descriptors(k.float(), desc[i]) for i, k in enumerate(keypoints)]
+
+    @torch.inference_mode()
     def detect(self, images: "torch.Tensor") -> list[Features]:
         logits, desc, h, w = self._forward(images)
         heat = heatmap_from_logits(logits)
