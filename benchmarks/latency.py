@@ -2,7 +2,12 @@
 
     python benchmarks/latency.py                                  # models/*.onnx + baselines
     python benchmarks/latency.py --models models/kpnet-small.onnx --baselines orb,gftt --threads 2
+    python benchmarks/latency.py --sizes 480x640,376x1241,480x752,720x1280 --baselines ''   # speed vs working size
+    python benchmarks/latency.py --before /tmp/kpnet-before       # the same entries with another checkout's code
     python benchmarks/latency.py --profile                        # + ONNX Runtime node profile
+
+Sizes are HxW (height first). Each frame runs at the detector's working size (by default the
+frame's own aspect at the model's pixel budget); the table shows it.
 
 Every entry runs in its own process (so peak memory is its own and thread pools do not
 interfere), warms up, then times pre-processing, network and post-processing separately and
@@ -119,13 +124,14 @@ def _time_chain(stages: list[tuple[str, Callable[[Any], Any]]], total: Callable[
 
 
 def run_kpnet_device(det: Any, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
-    """Stage times of the on-device path (``detect_torch``): host->device copy of the uint8
-    frame (from pinned memory), pre-processing, network, decoding, device->host copy of the
-    keypoints. On CUDA each stage is timed with CUDA events; "total" is the whole path, frame
-    in host memory to keypoints in host memory, in wall-clock time with device synchronisation."""
+    """Stage times of the on-device path (a torch frame through the public stages): host->device
+    copy of the uint8 frame (from pinned memory), ``prepare``, ``infer``, ``decode``,
+    device->host copy of the keypoints. On CUDA each stage is timed with CUDA events; "total"
+    is the whole path, frame in host memory to keypoints in host memory, in wall-clock time with
+    device synchronisation."""
     import torch
 
-    device = det.backend.device
+    device = torch.device(det.info.torch_device)
     cuda = device.type == "cuda"
     host = torch.from_numpy(np.ascontiguousarray(image))
     if cuda:
@@ -137,13 +143,13 @@ def run_kpnet_device(det: Any, image: np.ndarray, a: dict[str, Any]) -> dict[str
 
     stages = [
         ("h2d", lambda _: host.to(device, non_blocking=True)),
-        ("pre", lambda x: det._device_prepare(x)),
-        ("net", lambda p: (det.backend.run_device(p[0]), p[1])),
-        ("post", lambda o: det._device_decode(*o)),
+        ("pre", lambda x: det.prepare(x)),
+        ("net", lambda p: (det.infer(p), p)),
+        ("post", lambda o: det.decode(*o)),
         ("d2h", d2h),
     ]
     with torch.inference_mode():
-        r = _time_chain(stages, lambda: d2h(det.detect_torch(host)), clock, a["warmup"], a["runs"])
+        r = _time_chain(stages, lambda: d2h(det.detect(host.to(device, non_blocking=True))), clock, a["warmup"], a["runs"])
     r["timer"] = "CUDA events per stage" if cuda else "wall clock per stage"
     return r
 
@@ -157,71 +163,65 @@ def _gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- runners
 def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
-    """Per-image stage times of a kpnet model at batch size a['batch']."""
+    """Per-image stage times of a kpnet model at batch size a['batch'], through the
+    detector's public stages (prepare, infer, decode)."""
     from kpnet import KeypointDetector
-    from kpnet.preprocess import prepare
 
-    w, h = a["size"]
     bsz = a.get("batch", 1)
     kw = {"device": a["device"]} if path.endswith((".pt", ".pth")) and a.get("device") else {}
     if a.get("distribution"):
         kw["distribution"] = a["distribution"]
     det = KeypointDetector(path, max_keypoints=a["k"], threads=a["threads"], **kw)
-    # A model whose input size differs from the frame (the fast variant runs at 640x448)
-    # resizes each frame in pre-processing, as it would in use; the table says so.
-    at = "" if det.input_size == (h, w) else f", resized to {det.input_size[1]}x{det.input_size[0]}"
+    wh, ww = det.working_size(image.shape[:2])
+    at = f", working size {wh}x{ww}"
     if bsz > 1 and not det.info.dynamic_batch:
         raise ValueError(f"{path} has a fixed batch size; re-export without --static-batch to benchmark batch {bsz}")
-    device = getattr(det.backend, "device", None)
-    on_gpu = device is not None and getattr(device, "type", "cpu") == "cuda"
-    if on_gpu or a.get("device_path"):
+    dev = det.info.torch_device
+    if (dev is not None and dev.startswith("cuda")) or a.get("device_path"):
         if bsz > 1:
-            raise ValueError("the on-device path (detect_torch) runs one frame at a time; use --batch 1")
+            raise ValueError("the on-device path runs one frame at a time; use --batch 1")
+        if dev is None:
+            raise ValueError(f"{path} runs numpy arrays; the on-device path needs a .pt or .engine model")
         r = run_kpnet_device(det, image, a)
         info = det.info
-        r.update(backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}, detect_torch", threads=info.threads, batch=1)
+        r.update(backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}, torch frame (on-device path)", threads=info.threads, batch=1, working_size=[wh, ww])
         return r
     images = [image] * bsz
 
     def pre():
-        ps = [prepare(im, det.input_size) for im in images]
-        return np.stack([x for x, _ in ps])[:, None], [r for _, r in ps]
+        ps = [det.prepare(im) for im in images]
+        return ps if bsz == 1 else (ps, np.concatenate([p.batch for p in ps]))
 
-    def net(p):
-        return det.backend.run(p[0]), p[1]
+    def net(ps):
+        if bsz == 1:
+            return det.infer(ps[0]), ps
+        return det.infer(ps[1]), ps[0]
 
     def post(o):
-        return [det._decode(o[0], i, r) for i, r in enumerate(o[1])][0]
+        out, ps = o
+        return [det.decode(out, p, i) for i, p in enumerate(ps)][0]
 
     total = (lambda: det.detect(image)) if bsz == 1 else (lambda: det.detect_batch(images))
     r = _time_stages(pre, net, post, total, a["warmup"], a["runs"])
     for stage in ("pre", "net", "post", "total"):
         r[stage] = {k: v / bsz for k, v in r[stage].items()}
     info = det.info
-    r.update(backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}", threads=info.threads, batch=bsz)
+    r.update(backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}", threads=info.threads, batch=bsz, working_size=[wh, ww])
     return r
 
 
 def run_opencv(name: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]:
+    """A classical detector from :func:`kpnet.baselines.make_classical` on the frame (gray
+    conversion is the pre-processing stage; the detectors return their top-k sorted)."""
     import cv2
 
+    from kpnet.baselines import make_classical
+
     cv2.setNumThreads(a["threads"])
-    k = a["k"]
-    size = a["size"]
-    if name == "orb":
-        d = cv2.ORB_create(nfeatures=k)
-        net = lambda g: d.detect(g, None)  # noqa: E731 - ORB keeps its own top-k (Harris score)
-        post = lambda kps: kps  # noqa: E731
-    elif name in ("fast", "sift"):
-        d = cv2.FastFeatureDetector_create(threshold=20) if name == "fast" else cv2.SIFT_create()
-        net = lambda g: d.detect(g, None)  # noqa: E731
-        post = lambda kps: sorted(kps, key=lambda p: -p.response)[:k]  # noqa: E731
-    else:  # gftt / harris
-        harris = name == "harris"
-        net = lambda g: cv2.goodFeaturesToTrack(g, maxCorners=k, qualityLevel=0.01, minDistance=4, useHarrisDetector=harris)  # noqa: E731
-        post = lambda pts: np.zeros((0, 2)) if pts is None else pts.reshape(-1, 2)  # noqa: E731
-    r = _time_stages(lambda: _gray(image, size), net, post, lambda: post(net(_gray(image, size))), a["warmup"], a["runs"])
-    r.update(backend=f"OpenCV {cv2.__version__}", threads=a["threads"])
+    fn = make_classical(name, a["k"])
+    h, w = image.shape[:2]
+    r = _time_stages(lambda: _gray(image, (w, h)), lambda g: fn(g), lambda out: out[0], lambda: fn(_gray(image, (w, h)))[0], a["warmup"], a["runs"])
+    r.update(backend=f"OpenCV {cv2.__version__} (kpnet.baselines)", threads=a["threads"])
     return r
 
 
@@ -320,7 +320,8 @@ def _child(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
         image = cv2.imread(a["image"], cv2.IMREAD_COLOR)
         if image is None:
             raise FileNotFoundError(f"cannot read {a['image']}")
-        image = cv2.resize(image, tuple(a["size"]), interpolation=cv2.INTER_AREA)
+        fh, fw = a["frame_hw"]
+        image = cv2.resize(image, (fw, fh), interpolation=cv2.INTER_AREA)
         if kind == "model":
             r = run_kpnet(target, image, a)
         elif target in ("orb", "fast", "gftt", "harris", "sift"):
@@ -337,12 +338,14 @@ def _child(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def run_isolated(kind: str, target: str, a: dict[str, Any]) -> dict[str, Any]:
-    """Run one entry in a fresh interpreter; its last stdout line is the JSON result."""
+def run_isolated(kind: str, target: str, a: dict[str, Any], code_root: Path = ROOT) -> dict[str, Any]:
+    """Run one entry in a fresh interpreter with the kpnet code of ``code_root`` (its own
+    benchmarks/latency.py runs the entry); its last stdout line is the JSON result."""
     if kind == "skip":
         return {"error": target}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps([kind, target, a])]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    script = Path(code_root) / "benchmarks" / "latency.py"
+    cmd = [sys.executable, str(script), "--child", json.dumps([kind, target, a])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code_root), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -401,7 +404,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     except ImportError:
         print("note: matplotlib is not installed; skipping the plot")
         return
-    names = [f"{r['name']} b{r.get('batch', 1)}" if "batch" in r else r["name"] for r in ok]
+    names = [f"{r['name']} {r.get('frame', '')} b{r.get('batch', 1)}" if "batch" in r else f"{r['name']} {r.get('frame', '')}" for r in ok]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(ok) + 1.2))
     left = np.zeros(len(ok))
     for stage, colour in (("pre", "#9ecae1"), ("net", "#3182bd"), ("post", "#fd8d3c")):
@@ -430,7 +433,12 @@ def profile_onnx(path: str, a: dict[str, Any], top: int = 10) -> list[dict[str, 
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     dims = sess.get_inputs()[0].shape
     if isinstance(dims[2], int) and isinstance(dims[3], int):
-        h, w = dims[2], dims[3]  # a model with a fixed size of its own (the fast variant's 448x640)
+        h, w = dims[2], dims[3]  # a model with a fixed size of its own
+    else:
+        from kpnet import KeypointDetector
+
+        with KeypointDetector(path, warmup=0) as det:
+            h, w = det.working_size((h, w))  # what detect() runs a frame of this size at
     x = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
     for _ in range(a["warmup"]):
         sess.run(None, {sess.get_inputs()[0].name: x})
@@ -461,15 +469,17 @@ def _fmt(r: dict[str, Any], stage: str) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| detector | backend | threads | batch | h2d ms | pre ms | net ms | post ms | d2h ms | total ms (median) | total p90 | total p99 | FPS | keypoints | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| detector | frame HxW | working HxW | backend | threads | batch | h2d ms | pre ms | net ms | post ms | d2h ms | total ms (median) | total p90 | total p99 | FPS | keypoints | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        frame = r.get("frame", "")
         if "error" in r:
-            lines.append(f"| {r['name']} | skipped: {r['error']} |  |  |  |  |  |  |  |  |  |  |  |  |  |")
+            lines.append(f"| {r['name']} | {frame} | | skipped: {r['error']} |  |  |  |  |  |  |  |  |  |  |  |  |  |")
             continue
+        ws = "x".join(map(str, r["working_size"])) if r.get("working_size") else frame
         lines.append(
-            f"| {r['name']} | {r['backend']} | {r['threads']} | {r.get('batch', 1)} | {_fmt(r, 'h2d')} | {_fmt(r, 'pre')} | {_fmt(r, 'net')} | {_fmt(r, 'post')} | {_fmt(r, 'd2h')} | "
+            f"| {r['name']} | {frame} | {ws} | {r['backend']} | {r['threads']} | {r.get('batch', 1)} | {_fmt(r, 'h2d')} | {_fmt(r, 'pre')} | {_fmt(r, 'net')} | {_fmt(r, 'post')} | {_fmt(r, 'd2h')} | "
             f"**{r['total']['median']:.2f}** | {r['total']['p90']:.2f} | {r['total']['p99']:.2f} | {1e3 / r['total']['median']:.0f} | {r['keypoints']} | {r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
@@ -481,25 +491,34 @@ def main(argv: list[str] | None = None) -> int:
         kind, target, a = json.loads(argv[1])
         print(json.dumps(_child(kind, target, a)))
         return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from kpnet.io import atomic_write_text
+    from kpnet.sizing import format_hw, parse_hw
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False, formatter_class=fmt)
     p.add_argument("--models", "--model", nargs="*", help="kpnet model files (default: models/*.onnx)")
     p.add_argument("--backends", default="onnxruntime", help="comma-separated: onnxruntime (.onnx), torch (.pt next to it), tensorrt (.engine next to it)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,4 (times are per image)")
     p.add_argument("--device", help="torch device for the torch backend (default cpu); on cuda the on-device path is timed with CUDA events")
-    p.add_argument("--device-path", action="store_true", help="time the on-device path (detect_torch: h2d, pre, net, post, d2h) for .pt/.engine models also on CPU")
+    p.add_argument("--device-path", action="store_true", help="time the on-device path (torch frame: h2d, pre, net, post, d2h) for .pt/.engine models also on CPU")
     p.add_argument("--distribution", default="topk", help="kpnet keypoint distribution: topk, grid, anms (comma-separated to compare)")
     p.add_argument("--baselines", default=DEFAULT_BASELINES, help=f"comma-separated, from: {', '.join(BASELINES)}; '' for none")
-    p.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
+    p.add_argument("--size", default="480x640", help="frame size HxW (height first)")
+    p.add_argument("--sizes", help="comma-separated frame sizes HxW to sweep (overrides --size), e.g. 480x640,376x1241,480x752,720x1280")
+    p.add_argument("--before", help="also run the kpnet model entries with the code and models/ of this checkout (e.g. a git worktree of the previous commit), in the same run")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads for every detector (default: all cores)")
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--max-keypoints", "-k", type=int, default=1000)
-    p.add_argument("--image", default=str(ROOT / "examples" / "astronaut.jpg"))
+    p.add_argument("--runs", type=int, default=50, help="timed iterations per entry")
+    p.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    p.add_argument("--max-keypoints", "-k", type=int, default=1000, help="keypoint budget")
+    p.add_argument("--image", default=str(ROOT / "examples" / "astronaut.jpg"), help="source image, resized to each frame size")
     p.add_argument("--profile", action="store_true", help="also profile ONNX models node by node")
     p.add_argument("--out", default="runs/latency", help="folder for latency.json and latency.md")
     a = p.parse_args(argv)
 
-    w, h = (int(v) for v in a.size.lower().split("x"))
+    try:
+        frames = [parse_hw(t, "--sizes") for t in a.sizes.split(",")] if a.sizes else [parse_hw(a.size, "--size")]
+    except ValueError as exc:
+        p.error(str(exc))
     models = a.models if a.models is not None else sorted(str(x) for x in (ROOT / "models").glob("*.onnx"))
     baselines = [b for b in a.baselines.split(",") if b]
     unknown = [b for b in baselines if b not in BASELINES]
@@ -508,7 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     for m in models:
         if not Path(m).is_file():
             p.error(f"model not found: {m}")
-    args = {"size": (w, h), "threads": a.threads, "runs": a.runs, "warmup": a.warmup, "k": a.max_keypoints, "image": a.image, "device": a.device, "device_path": a.device_path}
+    before = Path(a.before).resolve() if a.before else None
+    if before is not None and not (before / "benchmarks" / "latency.py").is_file():
+        p.error(f"--before {a.before} is not a kpnet checkout (no benchmarks/latency.py)")
     distributions = [d for d in a.distribution.split(",") if d]
     backends = [b for b in a.backends.split(",") if b]
     bad = [b for b in backends if b not in SUFFIX]
@@ -526,36 +547,50 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "opencv": cv2.__version__,
-        "size": f"{w}x{h}",
+        "sizes": [format_hw(f) for f in frames],
         "threads": a.threads,
         "runs": a.runs,
         "max_keypoints": a.max_keypoints,
         "image": a.image,
+        "before": str(before) if before else None,
     }
-    print(f"latency at {w}x{h}, {a.threads} threads, K={a.max_keypoints}, {a.runs} runs after {a.warmup} warm-up; {os.cpu_count()} CPUs", flush=True)
+    print(f"latency at {', '.join(env['sizes'])} (HxW), {a.threads} threads, K={a.max_keypoints}, {a.runs} runs after {a.warmup} warm-up; {os.cpu_count()} CPUs", flush=True)
     results = []
-    for m in models:
-        for be in backends:
-            path, reason = model_for_backend(m, be)
-            for bsz in batches:
-                for dist in distributions:
-                    if reason is None:
-                        r = run_isolated("model", path, {**args, "batch": bsz, "distribution": dist})
-                    else:
-                        r = {"error": reason}
-                    r["name"] = f"{Path(path).name} [{be}]"
-                    results.append(r)
-                    print(f"  {r['name']} batch {bsz}: {r['total']['median']:.2f} ms/img" if "error" not in r else f"  {r['name']}: {r['error']}", flush=True)
-    for b in baselines:
-        r = run_isolated("baseline", b, args)
-        r["name"] = b
-        results.append(r)
-        print(f"  {b}: {r['total']['median']:.2f} ms" if "error" not in r else f"  {b}: {r['error']}", flush=True)
-    md = [f"Latency at {w}x{h}, {a.threads} threads, K={a.max_keypoints}, median of {a.runs} runs ({env['machine']}, {env['cpus']} CPUs)", "", table(results)]
+    for fh, fw in frames:
+        frame = format_hw((fh, fw))
+        # "size" (width, height) is what older checkouts' children read.
+        args = {"size": (fw, fh), "frame_hw": (fh, fw), "threads": a.threads, "runs": a.runs, "warmup": a.warmup, "k": a.max_keypoints, "image": a.image, "device": a.device, "device_path": a.device_path}
+        for m in models:
+            for be in backends:
+                path, reason = model_for_backend(m, be)
+                for bsz in batches:
+                    for dist in distributions:
+                        runs = [("", ROOT, path)]
+                        if before is not None:
+                            runs.append((" (before)", before, str(before / "models" / Path(path).name)))
+                        for label, root, mpath in runs:
+                            if reason is not None:
+                                r = {"error": reason}
+                            elif not Path(mpath).is_file():
+                                r = {"error": f"{mpath} not found"}
+                            else:
+                                r = run_isolated("model", mpath, {**args, "batch": bsz, "distribution": dist}, root)
+                            r["name"] = f"{Path(path).name} [{be}]{label}"
+                            r["frame"] = frame
+                            results.append(r)
+                            print(f"  {r['name']} {frame} batch {bsz}: {r['total']['median']:.2f} ms/img" if "error" not in r else f"  {r['name']} {frame}: {r['error']}", flush=True)
+        for b in baselines:
+            r = run_isolated("baseline", b, args)
+            r["name"] = b
+            r["frame"] = frame
+            results.append(r)
+            print(f"  {b} {frame}: {r['total']['median']:.2f} ms" if "error" not in r else f"  {b}: {r['error']}", flush=True)
+    md = [f"Latency, {a.threads} threads, K={a.max_keypoints}, median of {a.runs} runs ({env['machine']}, {env['cpus']} CPUs); sizes HxW", "", table(results)]
     profiles = {}
     if a.profile:
+        fw_hw = frames[0]
         for m in models:
-            rows = profile_onnx(m, args)
+            rows = profile_onnx(m, {"size": (fw_hw[1], fw_hw[0]), "threads": a.threads, "warmup": a.warmup, "runs": a.runs})
             profiles[Path(m).name] = rows
             md += ["", f"Slowest nodes of {Path(m).name} (ONNX Runtime profiler, network only):", "", "| node | op | ms/run | share |", "|---|---|---|---|"]
             md += [f"| {r['node']} | {r['op']} | {r['ms_per_run']:.3f} | {100 * r['share']:.1f}% |" for r in rows]
@@ -564,9 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latency.json").write_text(json.dumps({"env": env, "results": results, "profiles": profiles}, indent=2))
-    (out / "latency.md").write_text(text + "\n")
+    atomic_write_text(out / "latency.json", json.dumps({"env": env, "results": results, "profiles": profiles}, indent=2))
+    atomic_write_text(out / "latency.md", text + "\n")
     print(f"\nwrote {out / 'latency.json'} and {out / 'latency.md'}")
     return 0
 

@@ -20,16 +20,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kpnet.io import list_images  # noqa: E402
 from kpnet.tracking import FrontEnd, TrackerConfig, make_detector  # noqa: E402
-
-EXTS = {".png", ".jpg", ".jpeg", ".ppm", ".bmp"}
 
 
 def read_frames(source: str) -> list[np.ndarray]:
     """All frames of a folder (sorted by name) or a video file."""
     p = Path(source)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in EXTS)
+        files = list_images(p, recursive=False)
         frames = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files]
         frames = [f for f in frames if f is not None]
     elif p.is_file():
@@ -76,13 +75,13 @@ def run(frames: list[np.ndarray], detector: str, config: TrackerConfig, threads:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("source", help="folder of frames or a video file")
     p.add_argument("--detector", default="models/kpnet-small.onnx", help="kpnet model path, or gftt, fast, orb")
     p.add_argument("--out", default="out/track.mp4", help="annotated output (.mp4 or .gif)")
-    p.add_argument("--max-tracks", type=int, default=500)
-    p.add_argument("--min-tracks", type=int, default=300)
-    p.add_argument("--fps", type=float, default=10.0)
+    p.add_argument("--max-tracks", type=int, default=500, help="track budget")
+    p.add_argument("--min-tracks", type=int, default=300, help="replenish below this many live tracks")
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate of the output video")
     p.add_argument("--threads", type=int, help="CPU threads for kpnet")
     a = p.parse_args(argv)
     try:

@@ -1,9 +1,13 @@
-"""Export a kpnet checkpoint to ONNX: trace -> check -> metadata -> save -> parity check.
+"""Export a kpnet checkpoint to ONNX: trace -> check -> parity check -> calibrate -> metadata.
 
     python -m export.onnx models/kpnet-small.pt -o models/kpnet-small.onnx
+    python -m export.onnx CKPT --calib-dir ../shared/data/train -o kp.onnx      # calibrate on photos too
     python -m export.onnx CKPT --with-postprocess --max-keypoints 1024 -o kp.onnx
 
-Each stage is a small function so that scripts and tests can compose them.
+By default the graph takes any batch, height and width (multiples of the model's stride) and
+the decoding defaults (probability threshold, contrast floor) are calibrated on the exported
+model (:mod:`export.calibrate`) and stored in its metadata. Each stage is a small function so
+that scripts and tests can compose them; the file is written atomically.
 """
 
 from __future__ import annotations
@@ -17,8 +21,19 @@ from pathlib import Path
 import numpy as np
 
 from kpnet._deps import require
-from kpnet.backends.base import META_DECODE, META_INPUT_SIZE, META_KPNET_VERSION, META_MODEL_CONFIG, META_POSTPROCESS
+from kpnet.backends.base import (
+    META_CALIBRATION,
+    META_DECODE,
+    META_DEFAULTS,
+    META_INPUT_SIZE,
+    META_KPNET_VERSION,
+    META_MODEL_CONFIG,
+    META_POSTPROCESS,
+)
 from kpnet.config import TENSORRT_MAX_TOPK, DecodeConfig, _check_hw
+from kpnet.errors import ConfigError
+from kpnet.io import atomic_path
+from kpnet.sizing import parse_hw
 
 DEFAULT_OPSET = 18
 REPO_SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"
@@ -29,9 +44,16 @@ class ExportOptions:
     """How to export.
 
     Attributes:
-        input_size: (H, W) of the exported graph (multiples of 32); None = the model's own.
+        input_size: nominal (H, W) (multiples of the stride): the traced size, the fixed size
+            with ``dynamic_hw=False``, and the pixel budget of native-aspect working sizes;
+            None = the model's own.
         dynamic_batch: batch dimension dynamic (else 1).
-        dynamic_hw: height and width dynamic (multiples of 32 at run time).
+        dynamic_hw: height and width dynamic (any multiples of the stride at run time); False
+            fixes them to ``input_size``. Default: dynamic for heatmap models, fixed with
+            in-graph decoding (its top-k needs K <= H x W at export).
+        calibrate: measure and store the default threshold and contrast floor
+            (:mod:`export.calibrate`); heatmap models only.
+        calib_dir: photos to calibrate on as well (a folder or glob), optional.
         opset: ONNX opset.
         decode: when set, NMS and top-k go inside the graph with these settings.
         exporter: "dynamo" (torch.export based) or "torchscript" (legacy tracer).
@@ -39,21 +61,26 @@ class ExportOptions:
 
     input_size: tuple[int, int] | None = None
     dynamic_batch: bool = True
-    dynamic_hw: bool = False
+    dynamic_hw: bool | None = None
     opset: int = DEFAULT_OPSET
     decode: DecodeConfig | None = None
     exporter: str = "dynamo"
+    calibrate: bool = True
+    calib_dir: str | Path | None = None
+    calib_num: int = 200
 
     def __post_init__(self) -> None:
+        if self.dynamic_hw is None:
+            object.__setattr__(self, "dynamic_hw", self.decode is None)
         if self.input_size is not None:
             object.__setattr__(self, "input_size", _check_hw("input_size", tuple(self.input_size)))
         if self.exporter not in ("dynamo", "torchscript"):
-            raise ValueError(f"unknown exporter {self.exporter!r}; choose from: dynamo, torchscript")
+            raise ConfigError(f"unknown exporter {self.exporter!r}; choose from: dynamo, torchscript")
         if not 13 <= self.opset <= 23:
-            raise ValueError(f"opset {self.opset} is not supported; choose 13..23 (default {DEFAULT_OPSET})")
+            raise ConfigError(f"opset {self.opset} is not supported; choose 13..23 (default {DEFAULT_OPSET})")
         if self.decode is not None:
             if self.decode.subpixel:
-                raise ValueError("--with-postprocess cannot include sub-pixel refinement; refine on the host")
+                raise ConfigError("--with-postprocess cannot include sub-pixel refinement; refine on the host")
             if self.decode.max_keypoints > TENSORRT_MAX_TOPK:
                 print(
                     f"note: K={self.decode.max_keypoints} exceeds TensorRT's TopK limit of {TENSORRT_MAX_TOPK}; "
@@ -213,16 +240,15 @@ def verify_parity(model, onnx_path: Path, image: np.ndarray, decode: DecodeConfi
     return report
 
 
-def export_onnx(checkpoint: str | Path, out_path: str | Path, opts: ExportOptions, *, parity_image_path: str | Path | None = None, atol: float = 1e-3) -> ParityReport:
-    """All stages: load, trace, check, tag, parity. Returns the parity report."""
+def export_onnx(checkpoint: str | Path, out_path: str | Path, opts: ExportOptions, *, parity_image_path: str | Path | None = None, atol: float = 1e-3, log=None) -> ParityReport:
+    """All stages: load, trace, check, tag, parity, calibrate; the file appears only when every
+    stage passed. Returns the parity report (the calibration is in the metadata)."""
     from kpnet import __version__
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     model = load_model(checkpoint)
     size = _check_hw("input_size", tuple(opts.input_size or model.config.input_size), model.config.stride)
     module = build_export_module(model, opts.decode)
-    trace(module, out_path, opts, size, model.config.stride)
     cfg = model.config.to_dict()
     cfg["input_size"] = list(size)
     meta = {
@@ -235,39 +261,55 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opts: ExportOption
     }
     if opts.decode is not None:
         meta[META_DECODE] = json.dumps(opts.decode.to_dict())
-    check_and_tag(out_path, meta)
-    img, _src = parity_image(parity_image_path, size)
-    return verify_parity(model, out_path, img, opts.decode, atol=atol)
+    with atomic_path(out_path) as tmp:
+        trace(module, tmp, opts, size, model.config.stride)
+        check_and_tag(tmp, meta)
+        img, _src = parity_image(parity_image_path, size)
+        report = verify_parity(model, tmp, img, opts.decode, atol=atol)
+        if opts.calibrate and opts.decode is None:
+            from export.calibrate import calibrate, describe
+
+            result = calibrate(tmp, calib_dir=opts.calib_dir, calib_num=opts.calib_num)
+            check_and_tag(tmp, {META_DEFAULTS: json.dumps(result["defaults"]), META_CALIBRATION: json.dumps(result["figures"])})
+            if log is not None:
+                log(describe(result))
+    for extra in out_path.parent.glob(tmp.name + ".data"):
+        extra.unlink()
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.split("\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="kpnet checkpoint (.pt)")
     p.add_argument("-o", "--output", help="output .onnx (default: checkpoint name with .onnx)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    p.add_argument("--size", help="HxW of the graph input, e.g. 480x640 (default: the model's)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
+    p.add_argument("--size", help="HxW nominal input size (traced size, pixel budget), e.g. 480x640 (default: the model's)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 (default: dynamic)")
-    p.add_argument("--dynamic-hw", action="store_true", help="dynamic height and width (multiples of 32)")
-    p.add_argument("--with-postprocess", action="store_true", help="put NMS and top-k inside the graph")
+    p.add_argument("--static-hw", action="store_true", help="fix height and width to --size (default: any multiples of the stride)")
+    p.add_argument("--with-postprocess", action="store_true", help="put NMS and top-k inside the graph (no calibration)")
     p.add_argument("--max-keypoints", type=int, default=1024, help=f"K for --with-postprocess (TensorRT: <= {TENSORRT_MAX_TOPK})")
-    p.add_argument("--nms-radius", type=int, default=4)
-    p.add_argument("--border", type=int, default=4)
-    p.add_argument("--threshold", type=float, default=0.0)
-    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo")
+    p.add_argument("--nms-radius", type=int, default=4, help="NMS radius for --with-postprocess, model pixels")
+    p.add_argument("--border", type=int, default=4, help="border for --with-postprocess, model pixels")
+    p.add_argument("--threshold", type=float, default=0.0, help="probability threshold for --with-postprocess")
+    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter")
     p.add_argument("--parity-image", help="image for the parity check (default: examples/astronaut.jpg)")
     p.add_argument("--atol", type=float, default=1e-3, help="max allowed |heatmap diff| (logits)")
+    p.add_argument("--no-calibrate", action="store_true", help="skip calibrating the default threshold and contrast floor")
+    p.add_argument("--calib-dir", help="also calibrate on these photos (folder, recursive, or glob); default: built-in frames only")
+    p.add_argument("--calib-num", type=int, default=200, help="photos to use from --calib-dir")
     a = p.parse_args(argv)
     try:
-        size = None
-        if a.size:
-            h, w = (int(v) for v in a.size.lower().split("x"))
-            size = (h, w)
+        size = parse_hw(a.size, "--size") if a.size else None
         decode = None
         if a.with_postprocess:
             decode = DecodeConfig(max_keypoints=a.max_keypoints, nms_radius=a.nms_radius, border=a.border, threshold=a.threshold)
-        opts = ExportOptions(input_size=size, dynamic_batch=not a.static_batch, dynamic_hw=a.dynamic_hw, opset=a.opset, decode=decode, exporter=a.exporter)
+        opts = ExportOptions(
+            input_size=size, dynamic_batch=not a.static_batch, dynamic_hw=False if a.static_hw else None, opset=a.opset, decode=decode,
+            exporter=a.exporter, calibrate=not a.no_calibrate, calib_dir=a.calib_dir, calib_num=a.calib_num,
+        )
         out = Path(a.output) if a.output else Path(a.checkpoint).with_suffix(".onnx")
-        report = export_onnx(a.checkpoint, out, opts, parity_image_path=a.parity_image, atol=a.atol)
+        report = export_onnx(a.checkpoint, out, opts, parity_image_path=a.parity_image, atol=a.atol, log=print)
     except Exception as exc:  # CLI boundary: one readable line, not a traceback
         print(f"export failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -21,14 +21,12 @@ import numpy as np
 
 from kpnet._deps import require
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp"}
-
-
 def list_images(folder: str | Path, limit: int) -> list[Path]:
-    """Up to ``limit`` images under ``folder`` (recursive), spread evenly over the sorted list."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise FileNotFoundError(f"no images (jpg/png/ppm/bmp) under {folder}")
+    """Up to ``limit`` images under ``folder`` (recursive; or a glob), spread evenly over the
+    sorted list (:func:`kpnet.io.list_images` finds them)."""
+    from kpnet.io import list_images as _list
+
+    files = _list(folder)
     idx = np.linspace(0, len(files) - 1, num=min(limit, len(files))).round().astype(int)
     return [files[i] for i in sorted(set(idx))]
 
@@ -128,7 +126,10 @@ def quantize(
     for k, v in {**meta, "kpnet_precision": "int8", "kpnet_quantization": tag}.items():
         e = out.metadata_props.add()
         e.key, e.value = k, v
-    onnx.save(out, str(dst))
+    from kpnet.io import atomic_path
+
+    with atomic_path(dst) as tmp:
+        onnx.save(out, str(tmp))
     return keep
 
 
@@ -150,7 +151,7 @@ def compare(fp32: str | Path, int8: str | Path, images: list[np.ndarray], k: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("model", help="fp32 kpnet .onnx (heatmap output)")
     p.add_argument("-o", "--output", help="output (default: MODEL.int8.onnx)")
     p.add_argument("--calib", required=True, help="folder of calibration images (recursive)")

@@ -43,7 +43,7 @@ import numpy as np
 
 from kpnet.backends.tensorrt.metadata import EngineMetadata, ShapeProfile, file_sha256, write_engine_metadata
 from kpnet.config import STRIDE, TENSORRT_MAX_TOPK, DecodeConfig, _check_hw
-from kpnet.errors import KpnetError, MissingDependencyError, ProviderUnavailableError
+from kpnet.errors import ConfigError, KpnetError, MissingDependencyError, ProviderUnavailableError
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 SOURCE_SUFFIXES = (".onnx", ".pt", ".pth")
@@ -70,20 +70,21 @@ class PrecisionUnsupportedError(ProviderUnavailableError):
 
 # ---------------------------------------------------------------------------- options
 def parse_bhw(text: str, name: str = "shape") -> tuple[int, int, int]:
-    """'4x480x640' -> (4, 480, 640)."""
+    """'4x480x640' -> (4, 480, 640): batch x height x width (the HxW part as :func:`parse_hw`)."""
+    parts = str(text).lower().split("x", 1)
     try:
-        b, h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--{name} must be BxHxW, e.g. 1x480x640, got {text!r}") from None
+        b = int(parts[0])
+        h, w = parse_hw(parts[1], f"--{name}")
+    except (ValueError, IndexError):
+        raise ConfigError(f"--{name} must be BxHxW (batch x height x width), e.g. 1x480x640, got {text!r}") from None
     return b, h, w
 
 
-def parse_hw(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must be HxW, e.g. 480x640, got {text!r}") from None
-    return h, w
+def parse_hw(text: str, name: str = "--size") -> tuple[int, int]:
+    """'480x640' -> (480, 640): kpnet's one size parser (:func:`kpnet.sizing.parse_hw`)."""
+    from kpnet.sizing import parse_hw as _parse
+
+    return _parse(text, name)
 
 
 @dataclass(frozen=True)
@@ -699,10 +700,9 @@ def save_engine(path: Path, data: bytes, meta: EngineMetadata) -> Path:
     """Write the engine atomically, then its sidecar (with the engine's hash)."""
     from dataclasses import replace
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    from kpnet.io import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
     return write_engine_metadata(path, replace(meta, engine_sha256=file_sha256(path)))
 
 
@@ -785,6 +785,8 @@ def build_engine(opts: TrtBuildOptions, log=print) -> BuildResult:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.trt",
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Build a TensorRT engine (.engine + .engine.json metadata) from a kpnet ONNX model or checkpoint.",
         epilog="Needs an NVIDIA GPU and `pip install 'kpnet[gpu]'` (except --onnx-only and --help).",
     )
@@ -812,9 +814,9 @@ def make_parser() -> argparse.ArgumentParser:
     d = p.add_argument_group("in-graph post-processing (checkpoint input)")
     d.add_argument("--with-postprocess", action="store_true", help="put NMS + top-k inside the engine")
     d.add_argument("--max-keypoints", type=int, default=1024, help=f"K (<= {TENSORRT_MAX_TOPK}, TensorRT's TopK limit)")
-    d.add_argument("--nms-radius", type=int, default=4)
-    d.add_argument("--border", type=int, default=4)
-    d.add_argument("--threshold", type=float, default=0.0)
+    d.add_argument("--nms-radius", type=int, default=4, help="NMS radius, model pixels")
+    d.add_argument("--border", type=int, default=4, help="border, model pixels")
+    d.add_argument("--threshold", type=float, default=0.0, help="probability threshold (exclusive)")
     d.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter for checkpoints")
     return p
 

@@ -13,7 +13,10 @@ __version__ = "0.1.0"
 
 from .config import DecodeConfig, ModelConfig  # noqa: E402
 from .errors import (  # noqa: E402
+    BackendClosedError,
     BackendNotImplementedError,
+    ConfigError,
+    InvalidImageError,
     KpnetError,
     MissingDependencyError,
     ModelLoadError,
@@ -21,6 +24,7 @@ from .errors import (  # noqa: E402
     ProviderUnavailableError,
     UnsupportedModelError,
 )
+from .sizing import WorkingSize, parse_hw  # noqa: E402
 from .types import Keypoints  # noqa: E402
 
 __all__ = [
@@ -29,7 +33,12 @@ __all__ = [
     "Keypoints",
     "ModelConfig",
     "DecodeConfig",
+    "WorkingSize",
+    "parse_hw",
     "KpnetError",
+    "ConfigError",
+    "InvalidImageError",
+    "BackendClosedError",
     "ModelLoadError",
     "ModelNotFoundError",
     "UnsupportedModelError",

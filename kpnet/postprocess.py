@@ -14,6 +14,8 @@ exports into ONNX/TensorRT, is in :mod:`kpnet.postprocess_torch`.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -166,6 +168,27 @@ def anms_levels(work: np.ndarray, idx: np.ndarray, base_radius: int, k: int | No
     return level
 
 
+#: Cell size (pixels) of the local-contrast measure behind ``DecodeConfig.min_contrast``.
+CONTRAST_CELL = 4
+
+
+def cell_contrast(image: np.ndarray, cell: int = CONTRAST_CELL) -> np.ndarray:
+    """Local contrast in grey levels (0-255 scale), float32 [H // cell, W // cell].
+
+    ``image`` float32 [H, W] in [0, 1]. The image is averaged over ``cell`` x ``cell`` blocks
+    (sensor noise averages out, structure does not) and each block gets the standard deviation
+    of the 3x3 blocks around it (a 12x12-pixel neighbourhood for cells of 4)."""
+    h, w = image.shape
+    hc, wc = max(1, h // cell), max(1, w // cell)
+    small = cv2.resize(np.asarray(image, np.float32), (wc, hc), interpolation=cv2.INTER_AREA)
+    small *= 255.0
+    m = cv2.blur(small, (3, 3))
+    m2 = cv2.blur(small * small, (3, 3))
+    np.subtract(m2, m * m, out=m2)
+    np.maximum(m2, 0.0, out=m2)
+    return np.sqrt(m2, out=m2)
+
+
 def decode(
     heatmap: np.ndarray,
     config: DecodeConfig,
@@ -173,15 +196,22 @@ def decode(
     logits: bool = True,
     allowed: np.ndarray | None = None,
     nms_radius: int | None = None,
+    contrast: np.ndarray | None = None,
+    suppress: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one heatmap into keypoints.
+    """Decode one heatmap into keypoints (all settings in heatmap pixels).
 
     Args:
         heatmap: float [H, W] logits (``logits=True``) or probabilities.
-        config: decoding settings (distribution, grid, budget, ...).
+        config: decoding settings (distribution, grid, budget, ...). ``min_distance`` is not
+            applied here (it is in original pixels): pass ``suppress``.
         allowed: optional bool [H, W]; False pixels can neither be keypoints nor suppress others.
-        nms_radius: overrides ``config.nms_radius`` (the detector raises it to honour
-            ``min_distance`` in original pixels).
+        nms_radius: overrides ``config.nms_radius``.
+        contrast: optional :func:`cell_contrast` map of the image; with ``config.min_contrast``
+            > 0, candidates in cells of contrast <= min_contrast are dropped.
+        suppress: optional ``fn(xy float [M, 2] heatmap pixels, rank key float [M]) -> kept
+            indices``, applied to the ranked candidates before the budget is taken (the
+            detector's greedy ``min_distance`` in original pixels).
     Returns:
         xy float32 [N, 2] in heatmap pixels and scores float32 [N] (probabilities), sorted by
         score descending, N <= config.max_keypoints.
@@ -195,18 +225,44 @@ def decode(
         work = np.where(allowed, work, np.float32(-np.inf))
     radius = config.nms_radius if nms_radius is None else nms_radius
     thr = logit(config.threshold) if logits else config.threshold
-    keep = nms_mask(work, radius)
-    keep &= border_mask(work.shape, config.border)
-    keep &= work > thr
+    # Threshold first: it is one comparison and usually removes most pixels.
+    keep = work > thr
+    keep &= nms_mask(work, radius)
+    b = config.border
+    if b:
+        h, w_ = work.shape
+        if 2 * b >= h or 2 * b >= w_:
+            keep[:] = False
+        else:
+            keep[:b] = False
+            keep[h - b :] = False
+            keep[:, :b] = False
+            keep[:, w_ - b :] = False
     idx = np.flatnonzero(keep)
-    vals = work.reshape(-1)[idx]
     w = work.shape[1]
+    if contrast is not None and config.min_contrast > 0 and idx.size:
+        c = CONTRAST_CELL
+        cy = np.minimum(idx // w // c, contrast.shape[0] - 1)
+        cx = np.minimum(idx % w // c, contrast.shape[1] - 1)
+        idx = idx[contrast[cy, cx] > config.min_contrast]
+    vals = work.reshape(-1)[idx]
     k = config.max_keypoints
+    level = None
+    if config.distribution == "anms" and idx.size > k:
+        level = anms_levels(work, idx, radius, None if suppress is not None else k)
+    if suppress is not None and idx.size > 1:
+        # Rank key: the order the budget is taken in (ANMS level first, then score).
+        order = np.lexsort((idx, -vals)) if level is None else np.lexsort((idx, -vals, -level))
+        key = np.empty(idx.size, np.float64)
+        key[order] = -np.arange(idx.size, dtype=np.float64)
+        xy_c = np.stack([idx % w, idx // w], axis=1).astype(np.float32)
+        kept = np.sort(suppress(xy_c, key))
+        idx, vals = idx[kept], vals[kept]
+        level = None if level is None else level[kept]
     if config.distribution == "grid":
         xy_all = np.stack([idx % w, idx // w], axis=1)
         order = grid_select(xy_all, vals, work.shape, config.grid, k)
-    elif config.distribution == "anms" and idx.size > k:
-        level = anms_levels(work, idx, radius, k)
+    elif level is not None and idx.size > k:
         best = np.lexsort((idx, -vals, -level))[:k]
         order = best[topk_indices(vals[best], best.size)]
     else:

@@ -35,15 +35,32 @@ def border_mask(h: int, w: int, border: int, device: torch.device | None = None)
     return m
 
 
-def candidate_scores(heat: torch.Tensor, config: DecodeConfig, *, is_logits: bool = True) -> torch.Tensor:
+def cell_contrast(image: torch.Tensor, cell: int = 4) -> torch.Tensor:
+    """Torch version of :func:`kpnet.postprocess.cell_contrast`: image [B, 1, H, W] in [0, 1]
+    -> grey-level contrast [B, 1, H // cell, W // cell] (3x3-cell windows shrink at the edges
+    instead of OpenCV's reflection, so edge cells can differ slightly)."""
+    small = F.avg_pool2d(image.float(), cell) * 255.0
+    m = F.avg_pool2d(small, 3, stride=1, padding=1, count_include_pad=False)
+    m2 = F.avg_pool2d(small * small, 3, stride=1, padding=1, count_include_pad=False)
+    return (m2 - m * m).clamp(min=0).sqrt()
+
+
+def candidate_scores(
+    heat: torch.Tensor, config: DecodeConfig, *, is_logits: bool = True, contrast: torch.Tensor | None = None
+) -> torch.Tensor:
     """[B, 1, H, W] -> [B, H*W]: the heatmap value (logit or probability) where a point
-    survives NMS, border and threshold, else -inf."""
+    survives NMS, border, threshold and (with ``contrast`` [B, 1, H/4, W/4] and
+    ``config.min_contrast``) the contrast gate, else -inf."""
     work = heat[:, 0]
     h, w = work.shape[-2:]
     thr = logit(config.threshold) if is_logits else config.threshold
     keep = nms_mask(work, config.nms_radius)
     keep = keep & border_mask(h, w, config.border, work.device)
     keep = keep & (work > thr)
+    if contrast is not None and config.min_contrast > 0:
+        gate = (contrast > config.min_contrast).float()
+        gate = F.interpolate(gate, size=(h, w), mode="nearest")[:, 0] > 0.5
+        keep = keep & gate
     return torch.where(keep, work, torch.full_like(work, float("-inf"))).flatten(1)
 
 
@@ -65,13 +82,16 @@ def refine_subpixel(prob: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     return torch.stack([x + offset(left, right), y + offset(up, down)], dim=1).float()
 
 
-def decode(heat: torch.Tensor, config: DecodeConfig, *, is_logits: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def decode(
+    heat: torch.Tensor, config: DecodeConfig, *, is_logits: bool = True, contrast: torch.Tensor | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Decode a batch [B, 1, H, W] into a list of (xy float32 [N, 2], scores float32 [N]).
 
-    Same results as :func:`kpnet.postprocess.decode`: ties broken by lower row-major index.
+    Same results as :func:`kpnet.postprocess.decode` (plain top-k): ties broken by lower
+    row-major index.
     """
     w = heat.shape[-1]
-    cand = candidate_scores(heat, config, is_logits=is_logits)
+    cand = candidate_scores(heat, config, is_logits=is_logits, contrast=contrast)
     out = []
     for b in range(cand.shape[0]):
         s = cand[b]

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Union
 
 import cv2
 import numpy as np
+
+from .errors import InvalidImageError
 
 ACCEPTED = (
     "a numpy array: HxW or HxWx1 grayscale, HxWx3 BGR or HxWx4 BGRA (OpenCV channel order), "
     "dtype uint8 (0-255) or float32/float64 in [0, 1]"
 )
-
-
-class InvalidImageError(ValueError):
-    """The image given to the detector has the wrong type, shape, dtype or values."""
 
 
 def validate_image(image: object) -> np.ndarray:
@@ -26,8 +25,14 @@ def validate_image(image: object) -> np.ndarray:
     if image.ndim not in (2, 3):
         raise InvalidImageError(f"image has {image.ndim} dimensions (shape {image.shape}); expected {ACCEPTED}")
     if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        hint = ""
+        if image.shape[0] in (1, 3, 4):
+            hint = (
+                f"; it looks channels-first (CxHxW, as torch uses): OpenCV images are HxWxC, so pass "
+                f"np.ascontiguousarray(image.transpose(1, 2, 0))"
+            )
         raise InvalidImageError(
-            f"image has {image.shape[2]} channels (shape {image.shape}); expected 1, 3 (BGR) or 4 (BGRA)"
+            f"image has {image.shape[2]} channels (shape {image.shape}); expected 1, 3 (BGR) or 4 (BGRA){hint}"
         )
     if image.dtype == np.uint8:
         return image
@@ -77,22 +82,33 @@ class Resize:
     def scale(self) -> tuple[float, float]:
         return self.orig_size[0] / self.model_size[0], self.orig_size[1] / self.model_size[1]
 
-    def to_original(self, xy: np.ndarray) -> np.ndarray:
+    def to_original(self, xy):
+        """Model-frame points [N, 2] (numpy or torch) -> original-image pixels, float32."""
         sx, sy = self.scale
+        if not isinstance(xy, np.ndarray):  # a torch tensor: stay on its device
+            import torch
+
+            scale = torch.tensor([sx, sy], dtype=torch.float32, device=xy.device)
+            return (xy.float() + 0.5) * scale - 0.5
         out = np.empty_like(xy, dtype=np.float32)
         out[:, 0] = (xy[:, 0] + 0.5) * sx - 0.5
         out[:, 1] = (xy[:, 1] + 0.5) * sy - 0.5
         return out
 
 
-def prepare(image: object, size_hw: tuple[int, int]) -> tuple[np.ndarray, Resize]:
-    """Validate, convert to gray, resize to the model size and scale to [0, 1].
+SizeSpec = Union[tuple[int, int], Callable[[tuple[int, int]], tuple[int, int]]]
 
-    Returns float32 [H, W] and the Resize that maps keypoints back.
+
+def prepare(image: object, size_hw: SizeSpec) -> tuple[np.ndarray, Resize]:
+    """Validate, convert to gray, resize to the working size and scale to [0, 1].
+
+    ``size_hw``: (H, W), or a function of the frame's (H, W) returning it (a
+    :class:`kpnet.sizing.WorkingSize` policy). Returns float32 [H, W] and the Resize that
+    maps keypoints back.
     """
     img = to_gray(validate_image(image))
     h0, w0 = img.shape
-    h, w = size_hw
+    h, w = size_hw((h0, w0)) if callable(size_hw) else size_hw
     if (h0, w0) != (h, w):
         interp = cv2.INTER_AREA if (w < w0 and h < h0) else cv2.INTER_LINEAR
         img = cv2.resize(img, (w, h), interpolation=interp)

@@ -17,33 +17,37 @@ import cv2
 import numpy as np
 
 DetectFn = Callable[[np.ndarray, "np.ndarray | None", int], np.ndarray]
+#: Classical detectors available to the front end (built by :func:`kpnet.baselines.make_classical`).
 CLASSICAL = ("gftt", "fast", "orb")
 
 
 def make_detector(name: str, *, nms_radius: int = 4, grid: tuple[int, int] = (8, 10), threads: int | None = None) -> DetectFn:
-    """A detect function: 'gftt', 'fast', 'orb', or a kpnet model path (grid distribution)."""
-    if name == "gftt":
-        def gftt(gray, mask, k):
-            pts = cv2.goodFeaturesToTrack(gray, maxCorners=k, qualityLevel=0.01, minDistance=nms_radius, mask=mask)
-            return np.zeros((0, 2), np.float32) if pts is None else pts.reshape(-1, 2).astype(np.float32)
-        return gftt
-    if name in ("fast", "orb"):
-        det = cv2.FastFeatureDetector_create(threshold=15) if name == "fast" else cv2.ORB_create(nfeatures=4000)
+    """A detect function: 'gftt', 'fast', 'orb' (OpenCV, from :mod:`kpnet.baselines`, spaced
+    by greedy suppression to ``nms_radius`` px), or a kpnet model path (grid distribution)."""
+    if name in CLASSICAL:
+        from .baselines import make_classical
+        from .selection import greedy_suppress
+
+        made: dict[int, Callable] = {}
 
         def classical(gray, mask, k):
-            kps = sorted(det.detect(gray, mask), key=lambda p: -p.response)[:k]
-            return np.array([p.pt for p in kps], np.float32).reshape(-1, 2)
+            k = max(1, int(k))
+            pool = 4 * k  # a generous pool, then the same spacing rule for every detector
+            if pool not in made:
+                made[pool] = make_classical(name, pool)
+            xy, scores = made[pool](gray, mask)
+            keep = greedy_suppress(xy, scores, float(nms_radius))[:k]
+            return xy[keep].astype(np.float32).reshape(-1, 2)
+
         return classical
     from .detector import KeypointDetector
 
-    detector = KeypointDetector(name, nms_radius=nms_radius, distribution="grid", grid=grid, threads=threads)
-    cache: dict[int, KeypointDetector] = {}
+    detector = KeypointDetector(name, nms_radius=nms_radius, grid=grid, threads=threads)
 
     def kpnet(gray, mask, k):
-        # The budget varies with the number of live tracks; share one backend across budgets.
-        if k not in cache:
-            cache[k] = KeypointDetector.from_backend(detector.backend, **{**detector.config.to_dict(), "max_keypoints": max(1, k), "grid": detector.config.grid})
-        return cache[k].detect(gray, mask=mask).xy
+        # The budget varies with the number of live tracks: a per-call override.
+        return detector.detect(gray, mask=mask, max_keypoints=max(1, int(k))).xy
+
     return kpnet
 
 

@@ -40,10 +40,22 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_ckpt) -> Path:
+    """Tiny model as shipped models are exported (dynamic batch, height and width), without
+    calibrated defaults (threshold 0, no contrast floor), so that budgets are exact."""
     from export.onnx import ExportOptions, export_onnx
 
     out = tiny_ckpt.with_name("tiny.onnx")
-    export_onnx(tiny_ckpt, out, ExportOptions(exporter="torchscript"))
+    export_onnx(tiny_ckpt, out, ExportOptions(exporter="torchscript", calibrate=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_fixed(tiny_ckpt) -> Path:
+    """Tiny model with a fixed 128x160 input (the shape a TensorRT profile or an old export has)."""
+    from export.onnx import ExportOptions, export_onnx
+
+    out = tiny_ckpt.with_name("tiny_fixed.onnx")
+    export_onnx(tiny_ckpt, out, ExportOptions(exporter="torchscript", dynamic_hw=False, calibrate=False))
     return out
 
 

@@ -5,6 +5,8 @@ from kpnet import KeypointDetector
 from kpnet.backends import create_backend
 from kpnet.backends.base import check_batch
 from kpnet.errors import (
+    ConfigError,
+    KpnetError,
     ModelLoadError,
     ModelNotFoundError,
     ProviderUnavailableError,
@@ -51,10 +53,11 @@ def test_unknown_and_unavailable_provider(tiny_onnx):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA provider is available here; the unavailable-provider path cannot be exercised")
-    with pytest.raises(ProviderUnavailableError, match=r"'cuda' \(CUDAExecutionProvider\) is not available.*pip install 'kpnet\[gpu\]'"):
+    with pytest.raises(ProviderUnavailableError, match=r"'cuda' \(CUDAExecutionProvider\) is not available.*pip install onnxruntime-gpu \(in a kpnet clone: pip install -e '.\[gpu\]'\)"):
         create_backend(tiny_onnx, providers=["cuda"])
-    with pytest.raises(ProviderUnavailableError, match="'warp-drive'"):
-        create_backend(tiny_onnx, providers=["warp-drive"])
+    # an unknown name lists the valid ones
+    with pytest.raises(ConfigError, match=r"unknown ONNX Runtime provider 'gpu'; valid names: cpu, cuda, tensorrt, trt"):
+        create_backend(tiny_onnx, providers=["gpu"])
 
 
 def test_cuda_device_unavailable_raises(tiny_ckpt):
@@ -73,14 +76,17 @@ def test_wrong_option_for_backend(tiny_onnx, tiny_ckpt):
         create_backend(tiny_ckpt, providers=["cpu"])
 
 
-def test_input_check_names_tensor(tiny_onnx):
+def test_input_check_names_tensor(tiny_onnx_fixed, tiny_onnx):
     with create_backend(tiny_onnx) as be:
+        with pytest.raises(ConfigError, match=r"input tensor 'image' is 100x160 \(HxW\); the model needs multiples of 32"):
+            be.run(np.zeros((1, 1, 100, 160), np.float32))
+    with create_backend(tiny_onnx_fixed) as be:
         assert be.info.input_shape == (None, 1, 128, 160)
         with pytest.raises(ValueError, match=r"input tensor 'image' has shape \(1, 1, 64, 64\); the model expects \?x1x128x160"):
             be.run(np.zeros((1, 1, 64, 64), np.float32))
         with pytest.raises(ValueError, match="must be a float32"):
             be.run(np.zeros((1, 1, 128, 160), np.float64))
-    with pytest.raises(RuntimeError, match="is closed"):
+    with pytest.raises(KpnetError, match="is closed; create a new detector"):
         be.run(np.zeros((1, 1, 128, 160), np.float32))
     with pytest.raises(ValueError, match="expects 1x1x4x4"):
         check_batch(np.zeros((1, 1, 4, 5), np.float32), (1, 1, 4, 4))
@@ -107,6 +113,9 @@ def test_torch_and_onnx_same_heatmap_and_keypoints(tiny_ckpt, tiny_onnx, sample_
 
 
 def test_in_graph_postprocess_equals_host(tiny_ckpt, tiny_onnx, tiny_onnx_pp, sample_bgr):
+    import cv2
+
+    sample_bgr = cv2.resize(sample_bgr, (160, 128), interpolation=cv2.INTER_AREA)  # the graph's size: scale 1
     with KeypointDetector(tiny_onnx_pp) as dp:
         assert dp.info.postprocess_in_graph
         assert dp.config.nms_radius == 3 and dp.config.max_keypoints == 200
@@ -119,8 +128,12 @@ def test_in_graph_postprocess_equals_host(tiny_ckpt, tiny_onnx, tiny_onnx_pp, sa
 
 
 def test_in_graph_settings_are_enforced(tiny_onnx_pp):
-    with pytest.raises(ValueError, match=r"post-processing inside the graph with nms_radius=3; got nms_radius=4"):
+    with pytest.raises(ConfigError, match=r"post-processing inside the graph with nms_radius=3; got nms_radius=4"):
         KeypointDetector(tiny_onnx_pp, nms_radius=4)
+    with pytest.raises(ConfigError, match=r"need the heatmap"):
+        KeypointDetector(tiny_onnx_pp, min_distance=5.0)
+    with pytest.raises(ConfigError, match=r"fixed input of 128x160; it cannot run at native aspect"):
+        KeypointDetector(tiny_onnx_pp, size="native")
     with pytest.raises(ValueError, match="exceeds the K=200"):
         KeypointDetector(tiny_onnx_pp, max_keypoints=500)
     with KeypointDetector(tiny_onnx_pp, max_keypoints=50) as d:

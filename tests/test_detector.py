@@ -51,7 +51,8 @@ def test_upscaled_image_gives_scaled_keypoints(tiny_onnx, sample_bgr):
     det = KeypointDetector(tiny_onnx, max_keypoints=100)
     small = cv2.resize(sample_bgr, (160, 128), interpolation=cv2.INTER_AREA)
     big = cv2.resize(small, (320, 256), interpolation=cv2.INTER_LINEAR)
-    k1, k2 = det.detect(small), det.detect(big)
+    # nms_radius is in image pixels: twice the pixels, twice the radius for the same model-pixel NMS
+    k1, k2 = det.detect(small), det.detect(big, nms_radius=8, border=8)
     expected = (k1.xy + 0.5) * 2 - 0.5
     d = np.linalg.norm(expected[:, None] - k2.xy[None], axis=-1).min(axis=1)
     assert (d <= 2.0).mean() > 0.7  # a wrong scale mapping gives ~0
@@ -117,8 +118,9 @@ def test_batch_equals_single(tiny_onnx, sample_bgr):
 
 
 def test_heatmap_shape(tiny_onnx, sample_bgr):
-    hm = KeypointDetector(tiny_onnx).heatmap(sample_bgr)
-    assert hm.shape == (128, 160) and hm.dtype == np.float32
+    det = KeypointDetector(tiny_onnx)
+    hm = det.heatmap(sample_bgr)
+    assert hm.shape == det.working_size(sample_bgr.shape[:2]) == (128, 128) and hm.dtype == np.float32
     assert 0.0 <= hm.min() and hm.max() <= 1.0
 
 

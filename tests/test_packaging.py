@@ -39,11 +39,13 @@ def test_shipped_model_and_card():
     path = ROOT / "models" / "kpnet-small.onnx"
     assert path.is_file(), "models/kpnet-small.onnx is the model the README and the demo use"
     det = KeypointDetector(path, max_keypoints=500)
-    assert det.info.input_size == (480, 640)
+    assert det.info.input_size == (480, 640) and det.info.input_shape == (None, 1, None, None)
     assert '"fpn_width": 32' in det.info.metadata["kpnet_model_config"]
+    assert set(det.info.defaults) == {"threshold", "min_contrast"} and det.config.threshold == det.info.defaults["threshold"]
     img = __import__("cv2").imread(str(ROOT / "examples" / "astronaut.jpg"))
     kps = det.detect(img)
-    assert len(kps) == 500 and kps.scores[0] > 0.5  # a trained model is confident somewhere
+    # the calibrated defaults drop the flat wall's low scores; the textured rest fills most of the budget
+    assert len(kps) > 400 and kps.scores[0] > 0.5  # a trained model is confident somewhere
     card = (ROOT / "models" / "MODEL_CARD.md").read_text()
     for p in (ROOT / "models").iterdir():
         if p.suffix in (".onnx", ".pt"):
@@ -62,8 +64,9 @@ def test_shipped_onnx_matches_its_checkpoint():
         pt = onnx_path.with_suffix(".pt")
         if not pt.exists():
             continue
+        defaults = KeypointDetector(onnx_path, warmup=0).info.defaults  # checkpoints carry none
         a = KeypointDetector(onnx_path, max_keypoints=200).detect(img)
-        b = KeypointDetector(pt, max_keypoints=200).detect(img)
+        b = KeypointDetector(pt, max_keypoints=200, **defaults).detect(img)
         d = np.linalg.norm(a.xy[:, None] - b.xy[None], axis=-1).min(axis=1)
         assert (d < 1e-3).mean() > 0.98, onnx_path.name
 
@@ -90,6 +93,9 @@ def test_model_checksums():
 #: an extreme. The first shipped student (fixed ImageNet input statistics) kept 0.70-0.72;
 #: the per-image normalised one keeps 0.95-0.97.
 MIN_KEPT_UNDER_EXPOSURE = 0.85
+#: With the calibrated contrast floor, a x0.15 exposure keeps at least this fraction of the
+#: normal frame's keypoint count (0.9-0.95 measured for the shipped models).
+MIN_COUNT_UNDER_EXPOSURE = 0.8
 
 
 def _expose(gray: np.ndarray, kind: str) -> np.ndarray:
@@ -117,7 +123,8 @@ def test_shipped_models_survive_exposure_extremes():
             img = _expose(gray, kind)
             assert img.std() < 0.21 * gray.std()  # really an extreme: a few grey levels of signal
             got = det.detect(img)
-            assert len(got) == 500 and got.scores[0] > 0.5, (path.name, kind, got.scores[:3])
+            # the contrast floor drops some of a very dark frame's faintest structure
+            assert len(got) > MIN_COUNT_UNDER_EXPOSURE * len(ref) and got.scores[0] > 0.5, (path.name, kind, len(got), len(ref))
             d = np.linalg.norm(got.xy[:, None] - ref.xy[None], axis=-1).min(axis=1)
             kept = float((d <= 3).mean())
             assert kept > MIN_KEPT_UNDER_EXPOSURE, f"{path.name}, {kind}: only {kept:.2f} of the keypoints stay within 3 px"

@@ -29,7 +29,7 @@ from kpnet.backends.tensorrt.metadata import (
     write_engine_metadata,
 )
 from kpnet.config import TENSORRT_MAX_TOPK, DecodeConfig
-from kpnet.errors import MissingDependencyError, ModelLoadError, ProviderUnavailableError
+from kpnet.errors import MissingDependencyError, ModelLoadError, ModelNotFoundError, ProviderUnavailableError
 
 pytest.importorskip("onnx")
 
@@ -160,7 +160,8 @@ def test_precision_and_rebuild_command(tiny_onnx, tmp_path):
     assert cmd.startswith("python -m export.trt ") and "--fp16" in cmd and "--max 4x128x160" in cmd and "--timing-cache" in cmd
 
 
-def test_profile_resolution_against_the_onnx(tiny_onnx, tmp_path):
+def test_profile_resolution_against_the_onnx(tiny_onnx_fixed, tmp_path):
+    tiny_onnx = tiny_onnx_fixed
     from export.trt import TrtBuildOptions, check_onnx, inspect_onnx, resolve_profile
 
     facts = inspect_onnx(tiny_onnx)  # dynamic batch, fixed 128x160
@@ -188,7 +189,7 @@ def test_missing_tensorrt_message_from_cli(tiny_onnx, tmp_path, no_tensorrt, cap
 
     assert main([str(tiny_onnx), "-o", str(tmp_path / "tiny.engine"), "--fp16"]) == 1
     err = capsys.readouterr().err
-    assert "pip install 'kpnet[gpu]'" in err and "Traceback" not in err
+    assert "pip install tensorrt (in a kpnet clone: pip install -e '.[gpu]')" in err and "Traceback" not in err
     assert not (tmp_path / "tiny.engine").exists()
 
 
@@ -298,13 +299,15 @@ def test_backend_error_order(tmp_path, no_tensorrt):
     with pytest.raises(ModelLoadError, match="no kpnet metadata sidecar.*python -m export.trt"):
         create_backend(bare)
     engine = _engine_with_sidecar(tmp_path)
-    with pytest.raises(MissingDependencyError, match=r"pip install 'kpnet\[gpu\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install tensorrt \(in a kpnet clone: pip install -e '.\[gpu\]'\)"):
         create_backend(engine)
+    with pytest.raises(ModelNotFoundError, match=r"model file not found: .*missing.engine. Build a TensorRT engine .*python -m export.trt MODEL.onnx"):
+        create_backend(tmp_path / "missing.engine")
     with pytest.raises(ValueError, match="providers=.*only apply to .onnx"):
         create_backend(engine, providers=["cuda"])
     from kpnet import KeypointDetector
 
-    with pytest.raises(MissingDependencyError, match=r"kpnet\[gpu\]"):
+    with pytest.raises(MissingDependencyError, match=r"\[gpu\]"):
         KeypointDetector(engine)
 
 
@@ -502,43 +505,27 @@ def test_device_preprocessing_matches_host(sample_bgr):
         assert diff.mean() < 0.25 / 255 and diff.max() <= 1.01 / 255, (img.shape, size, diff.mean(), diff.max())
 
 
-def test_device_pipeline_matches_detector(tiny_ckpt, sample_bgr):
-    """detect_on_device (GPU pre-processing + torch decoding, run here on the CPU) returns
-    what KeypointDetector returns for the same network."""
+def test_torch_frames_decode_on_the_device_like_host_frames(tiny_ckpt, sample_bgr):
+    """A torch frame goes through prepare (torch resize), the torch backend and device decoding
+    (run here on CPU tensors) and gives what a numpy frame gives, as the same Keypoints type."""
     torch = pytest.importorskip("torch")
-    from kpnet import KeypointDetector
-    from kpnet.device import detect_on_device
+    from kpnet import KeypointDetector, Keypoints
     from kpnet.metrics import repeatability
-    from kpnet.model import KpNet
-    from kpnet.postprocess_torch import FixedKDecoder
 
-    net = KpNet.from_pretrained(tiny_ckpt).eval()
-
-    def run_heatmap(x):
-        with torch.inference_mode():
-            return {"heatmap": net(x)}
-
-    cfg = DecodeConfig(max_keypoints=300, nms_radius=3)
-    det = KeypointDetector(tiny_ckpt, max_keypoints=300, nms_radius=3)
+    det = KeypointDetector(tiny_ckpt, max_keypoints=300, nms_radius=3, min_contrast=0.0, threshold=0.0)
     ref = det.detect(sample_bgr)
-    small = sample_bgr[::2, ::2].copy()
-    got = detect_on_device([sample_bgr, torch.from_numpy(small)], run_heatmap, device="cpu", input_size=det.input_size, config=cfg)
+    got = det.detect(torch.from_numpy(sample_bgr))
+    assert isinstance(got, Keypoints) and got.is_torch and got.xy.device.type == "cpu"
     size = (sample_bgr.shape[1], sample_bgr.shape[0])
-    assert got[0].image_size == size and got[1].image_size == (small.shape[1], small.shape[0])
-    assert np.all(np.diff(got[0].scores) <= 0)
-    rep = repeatability(ref.xy, got[0].xy, np.eye(3), size, size, eps=3.0)
+    assert got.image_size == size and bool((got.scores[1:] <= got.scores[:-1]).all())
+    rep = repeatability(ref.xy, got.numpy().xy, np.eye(3), size, size, eps=3.0)
     assert rep.repeatability > 0.9, rep
-    # in-graph decoding path: fixed-K outputs are trimmed by counts and max_keypoints
-    dec = FixedKDecoder(cfg)
-
-    def run_pp(x):
-        with torch.inference_mode():
-            kp, sc, n = dec(net(x))
-        return {"keypoints": kp, "scores": sc, "counts": n}
-
-    got_pp = detect_on_device([sample_bgr], run_pp, device="cpu", input_size=det.input_size, config=DecodeConfig(max_keypoints=100, nms_radius=3), postprocess_in_graph=True)
-    assert len(got_pp[0]) == 100
-    np.testing.assert_allclose(got_pp[0].xy, got[0].xy[:100], atol=1e-4)
+    # the contrast gate runs on the device too: a flat frame gives nothing either way
+    flat = np.full((256, 320), 90, np.uint8)
+    assert len(det.detect(flat, min_contrast=1.0)) == 0 and len(det.detect(torch.from_numpy(flat), min_contrast=1.0)) == 0
+    # anything else than plain top-k decodes on the host and comes back as tensors
+    g = det.detect(torch.from_numpy(sample_bgr), distribution="grid", grid=(2, 2), max_keypoints=40)
+    assert g.is_torch and len(g) == 40
 
 
 # ---------------------------------------------------------------------------- with a GPU
@@ -606,12 +593,13 @@ def test_gpu_device_path_zero_copy_and_in_graph_decoding(engines, tiny_onnx_pp, 
 
     with create_backend(engines["heat"]) as be:
         x = torch.rand(2, 1, 128, 160, device="cuda")
-        out = be.run_device(x)
-        assert out["heatmap"].is_cuda and out["heatmap"].shape == (2, 1, 128, 160)
-        np.testing.assert_allclose(out["heatmap"].cpu().numpy(), be.run(x.cpu().numpy()).heatmap, rtol=1e-5, atol=1e-5)
+        out = be.run(x)  # torch in, torch out, on the GPU
+        assert out.heatmap.is_cuda and out.heatmap.shape == (2, 1, 128, 160)
+        np.testing.assert_allclose(out.heatmap.cpu().numpy(), be.run(x.cpu().numpy()).heatmap, rtol=1e-5, atol=1e-5)
+    with KeypointDetector(engines["heat"], max_keypoints=100) as det:
         frame = torch.from_numpy(sample_bgr).cuda()
-        kps = be.detect([frame, sample_bgr], max_keypoints=100)
-        assert len(kps) == 2 and len(kps[0]) == 100 and kps[0].image_size == (sample_bgr.shape[1], sample_bgr.shape[0])
+        kps = det.detect_batch([frame, frame])
+        assert len(kps) == 2 and len(kps[0]) == 100 and kps[0].xy.is_cuda and kps[0].image_size == (sample_bgr.shape[1], sample_bgr.shape[0])
     with KeypointDetector(engines["pp"]) as trt_det, KeypointDetector(tiny_onnx_pp) as ort_det:
         assert trt_det.info.postprocess_in_graph and trt_det.config.max_keypoints == 200
         a, b = trt_det.detect(sample_bgr), ort_det.detect(sample_bgr)

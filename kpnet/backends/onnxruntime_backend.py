@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._deps import require
-from ..errors import ModelLoadError, ProviderUnavailableError
-from .base import BackendInfo, BackendOutput, BaseBackend, parse_metadata
+from ..errors import ConfigError, ModelLoadError, ProviderUnavailableError
+from .base import BackendInfo, BackendOutput, BaseBackend, decode_defaults, model_stride, parse_metadata
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -22,6 +22,8 @@ PROVIDER_ALIASES = {
     "dml": "DmlExecutionProvider",
 }
 ProviderSpec = str | tuple[str, dict[str, Any]]
+#: How to get ONNX Runtime's CUDA/TensorRT providers (pip from PyPI, or the extra in a clone).
+GPU_INSTALL_HINT = "pip install onnxruntime-gpu (in a kpnet clone: pip install -e '.[gpu]')"
 
 
 def _trt_cache_dir() -> str:
@@ -53,10 +55,15 @@ def resolve_providers(providers: Sequence[ProviderSpec] | None, available: Seque
     for p in providers:
         name, opts = (p if isinstance(p, tuple) else (p, None))
         full = PROVIDER_ALIASES.get(str(name).lower(), name)
+        if not str(full).endswith("ExecutionProvider"):
+            raise ConfigError(
+                f"unknown ONNX Runtime provider {name!r}; valid names: {', '.join(PROVIDER_ALIASES)} "
+                "(or a full ONNX Runtime name such as 'CUDAExecutionProvider')"
+            )
         if full not in available:
             hint = ""
             if full in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-                hint = " Install the GPU runtime with: pip install 'kpnet[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU."
+                hint = f" On a machine with an NVIDIA GPU, install the GPU runtime: {GPU_INSTALL_HINT}."
             raise ProviderUnavailableError(
                 f"ONNX Runtime provider {name!r} ({full}) is not available; available here: "
                 f"{', '.join(available)}.{hint}"
@@ -88,8 +95,8 @@ class OnnxRuntimeBackend(BaseBackend):
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None:
-            if not isinstance(threads, int) or threads < 1:
-                raise ValueError(f"threads must be a positive int, got {threads!r}")
+            if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+                raise ConfigError(f"threads must be a positive int, got {threads!r}")
             so.intra_op_num_threads = threads
         if optimized_model_path is not None:
             so.optimized_model_filepath = str(optimized_model_path)
@@ -129,6 +136,7 @@ class OnnxRuntimeBackend(BaseBackend):
             raise ModelLoadError(f"{path}: outputs {self._outputs}, expected {expected} for a kpnet model")
         precision = meta.get("kpnet_precision", "fp32")
         intra = so.intra_op_num_threads or None
+        stride = model_stride(meta)
         self.info = BackendInfo(
             name="onnxruntime",
             model_path=str(path),
@@ -140,6 +148,9 @@ class OnnxRuntimeBackend(BaseBackend):
             decode=decode,
             threads=intra,
             metadata=meta,
+            native="numpy",
+            stride=stride,
+            defaults=decode_defaults(meta),
         )
 
     def _run_impl(self, batch: np.ndarray) -> BackendOutput:

@@ -6,35 +6,34 @@ staging buffers) are allocated once, for the largest shape of the optimisation p
 reused by every call. Execution uses TensorRT's named-tensor API: ``set_input_shape``,
 ``set_tensor_address`` and ``execute_async_v3`` on the backend's own CUDA stream.
 
-Three ways in:
-- :meth:`TensorRTBackend.run`: the Backend contract (host numpy batch in, host numpy out),
-  so that :class:`kpnet.KeypointDetector` works unchanged;
-- :meth:`TensorRTBackend.run_device`: a float32 [B, 1, H, W] CUDA tensor in (bound as the
-  engine input without a copy when it is contiguous float32 on the engine's GPU), device
-  tensors out;
-- :meth:`TensorRTBackend.detect`: images (host numpy or CUDA tensors) -> :class:`Keypoints`,
-  with pre-processing and, when not in the graph, NMS + top-k on the GPU, so that only the
-  keypoints come back to the host.
+It is a pure runner (the Backend contract): :meth:`TensorRTBackend.run` takes a float32
+[B, 1, H, W] numpy array or torch tensor and returns the same kind. A contiguous float32 CUDA
+tensor on the engine's GPU is bound as the engine input without a copy and the outputs stay
+on the GPU; a host array goes through pinned staging memory. Pre-processing and decoding on
+the GPU are :class:`kpnet.KeypointDetector`'s (give it a torch tensor).
 
 Calls are serialised by a lock (one execution context and one set of buffers per backend).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..._deps import require
-from ...config import DecodeConfig
-from ...errors import MissingDependencyError, ModelLoadError
-from ...types import Keypoints
+from ...config import STRIDE
+from ...errors import ConfigError, MissingDependencyError, ModelLoadError
 from ..base import BackendInfo, BackendOutput, BaseBackend
 from .metadata import ShapeProfile, check_engine_compatible, read_engine_metadata
 
-GPU_EXTRA_HINT = "pip install 'kpnet[gpu]' (TensorRT) and 'kpnet[torch]' (PyTorch with CUDA, for device memory and streams)"
+GPU_EXTRA_HINT = (
+    "pip install tensorrt and a CUDA build of torch (in a kpnet clone: pip install -e '.[gpu,torch]'); torch holds "
+    "the device memory and streams"
+)
 
 
 def import_tensorrt():
@@ -44,7 +43,7 @@ def import_tensorrt():
     except ImportError as exc:
         raise MissingDependencyError(
             f"'tensorrt' is required for TensorRT engines but is not installed ({exc}); install it with: "
-            "pip install 'kpnet[gpu]' on a machine with an NVIDIA GPU and driver"
+            "pip install tensorrt (in a kpnet clone: pip install -e '.[gpu]') on a machine with an NVIDIA GPU and driver"
         ) from exc
     return trt
 
@@ -52,7 +51,7 @@ def import_tensorrt():
 def resolve_cuda_device(device: str | None):
     """(torch, torch.device) for a CUDA device; clear errors when torch or CUDA is missing."""
     if device is not None and str(device).split(":")[0] != "cuda":
-        raise ValueError(f"TensorRT engines run on NVIDIA GPUs; use device='cuda' or 'cuda:N', got {device!r}")
+        raise ConfigError(f"TensorRT engines run on NVIDIA GPUs; use device='cuda' or 'cuda:N', got {device!r}")
     try:
         torch = require("torch")
     except MissingDependencyError as exc:
@@ -82,13 +81,15 @@ class TensorRTBackend(BaseBackend):
     Args:
         path: the .engine/.plan file; its sidecar ``PATH.json`` must be next to it.
         device: "cuda" or "cuda:N" (default "cuda:0").
-        threads: accepted for signature compatibility; CPU threads do not apply.
+        threads: must be None: CPU inference threads do not apply to a GPU engine.
         verify_hash: check that the sidecar was written for this engine file.
     """
 
     def __init__(self, path: str | Path, *, device: str | None = None, threads: int | None = None, verify_hash: bool = True) -> None:
         super().__init__()
         path = Path(path)
+        if threads is not None:
+            raise ConfigError(f"threads={threads} sets CPU inference threads; a TensorRT engine runs on the GPU (leave threads unset)")
         # Order matters: each step fails with the message that names its fix.
         meta = read_engine_metadata(path, verify_hash=verify_hash)
         trt = import_tensorrt()
@@ -125,6 +126,11 @@ class TensorRTBackend(BaseBackend):
             decode=meta.decode if in_graph else None,
             threads=None,
             metadata=meta.flat(),
+            native="torch",
+            torch_device=str(dev),
+            stride=STRIDE * int((meta.model_config or {}).get("downsample", 1) or 1),
+            size_range=None if p.min[2:] == p.max[2:] else ((p.min[2], p.min[3]), (p.max[2], p.max[3])),
+            defaults={k: float(v) for k, v in json.loads(meta.onnx_metadata.get("kpnet_decode_defaults", "{}")).items()},
         )
 
     # ------------------------------------------------------------------ set-up
@@ -170,7 +176,7 @@ class TensorRTBackend(BaseBackend):
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         if not self._profile.contains(tuple(shape)):
             b, _, h, w = (tuple(shape) + (0, 0, 0, 0))[:4]
-            raise ValueError(
+            raise ConfigError(
                 f"input shape {tuple(shape)} is outside the optimisation profile of {self.info.model_path} "
                 f"({self._profile.describe()}); rebuild the engine with a wider profile, e.g. "
                 f"python -m export.trt MODEL.onnx --min ... --opt ... --max {b}x{h}x{w}"
@@ -181,7 +187,7 @@ class TensorRTBackend(BaseBackend):
         Returns views of the output buffers with this call's shapes. Caller holds the lock."""
         ctx = self._context
         if not ctx.set_input_shape(self._input, tuple(x_dev.shape)):
-            raise ValueError(f"TensorRT rejected input shape {tuple(x_dev.shape)} for {self.info.model_path}")
+            raise ConfigError(f"TensorRT rejected input shape {tuple(x_dev.shape)} for {self.info.model_path}")
         ctx.set_tensor_address(self._input, x_dev.data_ptr())
         views = {}
         for name in self._outputs:
@@ -192,92 +198,36 @@ class TensorRTBackend(BaseBackend):
             raise RuntimeError(f"TensorRT execution failed for {self.info.model_path} (see the TensorRT log)")
         return views
 
-    # ------------------------------------------------------------------ host path (Backend contract)
-    def _run_impl(self, batch: np.ndarray) -> BackendOutput:
+    # ------------------------------------------------------------------ the Backend contract
+    def _run_impl(self, batch) -> BackendOutput:
+        """float32 [B, 1, H, W] torch tensor (CPU or GPU) -> outputs as new tensors on the GPU.
+
+        Work is ordered after the caller's current stream and the results are ready for it.
+        A CPU tensor is staged through pinned memory; a contiguous float32 tensor on the
+        engine's GPU is bound directly (zero copy)."""
         torch = self._torch
-        self._check_shape(batch.shape)
-        n = batch.size
-        with self._lock, torch.cuda.device(self._device):
-            stream = self._stream
-            host_in = self._in_host[:n].view(batch.shape)
-            host_in.numpy()[...] = batch  # into pinned memory, so the upload is asynchronous
-            x = self._in_dev[:n].view(batch.shape)
-            with torch.cuda.stream(stream):
-                x.copy_(host_in, non_blocking=True)
-                views = self._execute(x)
-                host = {}
-                for name, v in views.items():
-                    h = self._out_host[name][: v.numel()].view(v.shape)
-                    h.copy_(v, non_blocking=True)
-                    host[name] = h
-            stream.synchronize()
-            out = {k: v.numpy().copy() for k, v in host.items()}
-        if self.info.postprocess_in_graph:
-            return BackendOutput(keypoints=out["keypoints"].astype(np.float32), scores=out["scores"].astype(np.float32), counts=out["counts"].astype(np.int64))
-        return BackendOutput(heatmap=out["heatmap"].astype(np.float32, copy=False))
-
-    # ------------------------------------------------------------------ device path
-    @property
-    def device(self):
-        """The torch.device (CUDA) the engine runs on."""
-        return self._device
-
-    def run_device(self, batch) -> dict[str, Any]:
-        """float32 [B, 1, H, W] torch tensor (ideally already on this GPU) -> dict of device
-        tensors: {"heatmap"} or {"keypoints", "scores", "counts"}.
-
-        A contiguous float32 tensor on the engine's GPU is bound directly (zero copy). Work is
-        ordered after the caller's current stream and the results are ready for it. The
-        returned tensors are new (the backend's buffers are reused by the next call).
-        """
-        torch = self._torch
-        if self._closed:
-            raise RuntimeError(f"tensorrt backend for {self.info.model_path} is closed")
-        if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[1] != 1:
-            got = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
-            raise ValueError(f"run_device expects a torch tensor [B, 1, H, W], got {got}")
         self._check_shape(tuple(batch.shape))
         with self._lock, torch.cuda.device(self._device):
             caller = torch.cuda.current_stream(self._device)
-            x = batch.to(self._device, dtype=self._in_dtype, non_blocking=True).contiguous()  # no-op when it fits
             stream = self._stream
+            if batch.device.type == "cpu":
+                n = batch.numel()
+                host_in = self._in_host[:n].view(tuple(batch.shape))
+                host_in.copy_(batch)  # into pinned memory, so the upload is asynchronous
+                x = self._in_dev[:n].view(tuple(batch.shape))
+                with torch.cuda.stream(stream):
+                    x.copy_(host_in, non_blocking=True)
+            else:
+                x = batch.to(self._device, dtype=self._in_dtype, non_blocking=True).contiguous()  # no-op when it fits
             stream.wait_stream(caller)  # the frame (and the previous results' clones) are ready
             views = self._execute(x)
-            x.record_stream(stream)  # keep the caching allocator from reusing x while TensorRT reads it
+            if batch.device.type != "cpu":
+                x.record_stream(stream)  # keep the caching allocator from reusing x while TensorRT reads it
             caller.wait_stream(stream)
             out = {k: v.clone() for k, v in views.items()}  # on the caller's stream
-        return out
-
-    def decode_config(self, **decode: Any) -> DecodeConfig:
-        """The DecodeConfig for :meth:`detect`, with the same rules as KeypointDetector:
-        an engine with decoding inside fixes nms_radius/border/threshold and caps max_keypoints."""
-        if not self.info.postprocess_in_graph:
-            return DecodeConfig(**decode)
-        baked = DecodeConfig(**(self.info.decode or {}))
-        for key in ("nms_radius", "border", "threshold"):
-            if key in decode and decode[key] != getattr(baked, key):
-                raise ValueError(f"{self.info.model_path} decodes inside the engine with {key}={getattr(baked, key)}; got {key}={decode[key]}")
-        if decode.get("subpixel") or decode.get("distribution", "topk") != "topk" or decode.get("min_distance", 0) > 0:
-            raise ValueError(f"{self.info.model_path} decodes inside the engine (plain NMS + top-k); build one without --with-postprocess for other decoding")
-        k = decode.get("max_keypoints", baked.max_keypoints)
-        if k > baked.max_keypoints:
-            raise ValueError(f"max_keypoints={k} exceeds the K={baked.max_keypoints} built into {self.info.model_path}")
-        from dataclasses import replace
-
-        return replace(baked, max_keypoints=k)
-
-    def detect(self, images: Sequence[Any], **decode: Any) -> list[Keypoints]:
-        """Images (numpy on the host or torch tensors, ideally on this GPU; HxW gray, HxWx3 BGR,
-        HxWx4 BGRA; uint8 or float in [0, 1]) -> one :class:`Keypoints` per image. Pre-processing
-        and decoding run on the GPU; the decoding parameters are KeypointDetector's."""
-        from ...device import detect_on_device
-
-        cfg = self.decode_config(**decode)
-        with self._torch.cuda.device(self._device):
-            return detect_on_device(
-                list(images), self.run_device, device=self._device, input_size=self.info.input_size, config=cfg,
-                postprocess_in_graph=self.info.postprocess_in_graph, dynamic_batch=self.info.dynamic_batch,
-            )
+        if self.info.postprocess_in_graph:
+            return BackendOutput(keypoints=out["keypoints"].float(), scores=out["scores"].float(), counts=out["counts"].long())
+        return BackendOutput(heatmap=out["heatmap"].float())
 
     def _close_impl(self) -> None:
         if getattr(self, "_stream", None) is not None:
@@ -289,7 +239,7 @@ class TensorRTBackend(BaseBackend):
 def load_tensorrt(path: str | Path, *, device: str | None = None, providers: Any = None, threads: int | None = None) -> TensorRTBackend:
     """Factory entry for .engine/.plan files (see :func:`kpnet.backends.create_backend`)."""
     if providers is not None:
-        raise ValueError(
+        raise ConfigError(
             f"providers={providers!r} only apply to .onnx models; a TensorRT engine runs on device='cuda' or 'cuda:N'"
         )
     return TensorRTBackend(path, device=device, threads=threads)

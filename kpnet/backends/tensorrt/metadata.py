@@ -220,8 +220,10 @@ class EngineMetadata:
 
 def write_engine_metadata(engine_path: str | Path, meta: EngineMetadata) -> Path:
     """Write ``ENGINE.json`` next to the engine and return its path."""
+    from ...io import atomic_write_text
+
     path = sidecar_path(engine_path)
-    path.write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
     return path
 
 
