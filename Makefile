@@ -1,6 +1,7 @@
 # Two entry points, each creating its own virtual environment on first use:
 #   make demo   detect keypoints on examples/astronaut.jpg (core runtime only: numpy, OpenCV, ONNX Runtime)
 #   make test   run the test suite (installs torch, export and training extras)
+#   make lint   ruff check + ruff format --check over the repository (configured in pyproject.toml)
 PYTHON ?= python3
 DEMO_VENV ?= .venv-demo
 DEV_VENV ?= .venv
@@ -9,13 +10,17 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 DEMO_MODEL ?= models/kpnet-small.onnx
 DEMO_IMAGE ?= examples/astronaut.jpg
 
-.PHONY: demo test clean
+.PHONY: demo test lint clean
 
 demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/python -m kpnet detect $(DEMO_IMAGE) --model $(DEMO_MODEL) --out out/demo
 
 test: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python -m pytest -q
+
+lint: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff format --check .
 
 $(DEMO_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEMO_VENV)

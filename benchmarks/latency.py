@@ -48,7 +48,14 @@ def _stats(ms: list[float]) -> dict[str, float]:
     }
 
 
-def _time_stages(pre: Callable[[], Any], net: Callable[[Any], Any], post: Callable[[Any], Any], total: Callable[[], Any], warmup: int, runs: int) -> dict[str, Any]:
+def _time_stages(
+    pre: Callable[[], Any],
+    net: Callable[[Any], Any],
+    post: Callable[[Any], Any],
+    total: Callable[[], Any],
+    warmup: int,
+    runs: int,
+) -> dict[str, Any]:
     """Host-side pre / net / post stage times and the end-to-end ``total`` (see :func:`_time_chain`)."""
     return _time_chain([("pre", lambda _: pre()), ("net", net), ("post", post)], total, _HostClock(), warmup, runs)
 
@@ -86,9 +93,12 @@ class _CudaClock:
         self.torch.cuda.synchronize(self.device)
 
 
-def _time_chain(stages: list[tuple[str, Callable[[Any], Any]]], total: Callable[[], Any], clock: Any, warmup: int, runs: int) -> dict[str, Any]:
+def _time_chain(
+    stages: list[tuple[str, Callable[[Any], Any]]], total: Callable[[], Any], clock: Any, warmup: int, runs: int
+) -> dict[str, Any]:
     """Time ``stages`` (each takes the previous stage's output) with ``clock`` marks between
     them, then ``total`` end to end in wall-clock time with the device synchronised on both sides."""
+
     def chain() -> Any:
         x = None
         for _, f in stages:
@@ -149,7 +159,9 @@ def run_kpnet_device(det: Any, image: np.ndarray, a: dict[str, Any]) -> dict[str
         ("d2h", d2h),
     ]
     with torch.inference_mode():
-        r = _time_chain(stages, lambda: d2h(det.detect(host.to(device, non_blocking=True))), clock, a["warmup"], a["runs"])
+        r = _time_chain(
+            stages, lambda: d2h(det.detect(host.to(device, non_blocking=True))), clock, a["warmup"], a["runs"]
+        )
     r["timer"] = "CUDA events per stage" if cuda else "wall clock per stage"
     return r
 
@@ -184,7 +196,12 @@ def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]
             raise ValueError(f"{path} runs numpy arrays; the on-device path needs a .pt or .engine model")
         r = run_kpnet_device(det, image, a)
         info = det.info
-        r.update(backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}, torch frame (on-device path)", threads=info.threads, batch=1, working_size=[wh, ww])
+        r.update(
+            backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}, torch frame (on-device path)",
+            threads=info.threads,
+            batch=1,
+            working_size=[wh, ww],
+        )
         return r
     images = [image] * bsz
 
@@ -206,7 +223,12 @@ def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]
     for stage in ("pre", "net", "post", "total"):
         r[stage] = {k: v / bsz for k, v in r[stage].items()}
     info = det.info
-    r.update(backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}", threads=info.threads, batch=bsz, working_size=[wh, ww])
+    r.update(
+        backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}",
+        threads=info.threads,
+        batch=bsz,
+        working_size=[wh, ww],
+    )
     return r
 
 
@@ -220,7 +242,14 @@ def run_opencv(name: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any
     cv2.setNumThreads(a["threads"])
     fn = make_classical(name, a["k"])
     h, w = image.shape[:2]
-    r = _time_stages(lambda: _gray(image, (w, h)), lambda g: fn(g), lambda out: out[0], lambda: fn(_gray(image, (w, h)))[0], a["warmup"], a["runs"])
+    r = _time_stages(
+        lambda: _gray(image, (w, h)),
+        lambda g: fn(g),
+        lambda out: out[0],
+        lambda: fn(_gray(image, (w, h)))[0],
+        a["warmup"],
+        a["runs"],
+    )
     r.update(backend=f"OpenCV {cv2.__version__} (kpnet.baselines)", threads=a["threads"])
     return r
 
@@ -244,19 +273,26 @@ def run_onnx_arch(name: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, 
     the whole network (detector and descriptor heads), then host decoding of the 65-channel
     keypoint logits as in those papers (softmax, drop the dustbin, depth-to-space; XFeat also
     weights by its reliability map), NMS and top-k. Descriptor sampling is not included."""
+    import onnxruntime as ort
     import torch
 
     from kpnet.config import DecodeConfig
     from kpnet.postprocess import decode
-
-    import onnxruntime as ort
 
     w, h = a["size"]
     net_t, kp_out, rel_out = _arch_net(name)
     tmp = Path(tempfile.mkdtemp()) / f"{name}.onnx"
     with torch.no_grad():
         n_out = len(net_t(torch.rand(1, 1, 64, 64)))
-        torch.onnx.export(net_t, (torch.rand(1, 1, h, w),), str(tmp), dynamo=False, input_names=["image"], output_names=[f"out{i}" for i in range(n_out)], opset_version=17)
+        torch.onnx.export(
+            net_t,
+            (torch.rand(1, 1, h, w),),
+            str(tmp),
+            dynamo=False,
+            input_names=["image"],
+            output_names=[f"out{i}" for i in range(n_out)],
+            opset_version=17,
+        )
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = a["threads"]
@@ -296,7 +332,9 @@ def run_aliked(name: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any
     def pre():
         return torch.from_numpy(_gray(image, (w, h)).astype(np.float32) / 255.0)[None, None]
 
-    r = _time_stages(pre, lambda x: t.detect(x), lambda f: f[0].keypoints, lambda: t.detect(pre()), a["warmup"], a["runs"])
+    r = _time_stages(
+        pre, lambda x: t.detect(x), lambda f: f[0].keypoints, lambda: t.detect(pre()), a["warmup"], a["runs"]
+    )
     r.update(backend=f"torch {torch.__version__} (CPU, fp32), shipped weights", threads=a["threads"])
     return r
 
@@ -385,7 +423,9 @@ def cpu_model() -> str:
 
 def gpu_name() -> str | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -404,7 +444,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     except ImportError:
         print("note: matplotlib is not installed; skipping the plot")
         return
-    names = [f"{r['name']} {r.get('frame', '')} b{r.get('batch', 1)}" if "batch" in r else f"{r['name']} {r.get('frame', '')}" for r in ok]
+    names = [
+        f"{r['name']} {r.get('frame', '')} b{r.get('batch', 1)}"
+        if "batch" in r
+        else f"{r['name']} {r.get('frame', '')}"
+        for r in ok
+    ]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(ok) + 1.2))
     left = np.zeros(len(ok))
     for stage, colour in (("pre", "#9ecae1"), ("net", "#3182bd"), ("post", "#fd8d3c")):
@@ -497,20 +542,50 @@ def main(argv: list[str] | None = None) -> int:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False, formatter_class=fmt)
     p.add_argument("--models", "--model", nargs="*", help="kpnet model files (default: models/*.onnx)")
-    p.add_argument("--backends", default="onnxruntime", help="comma-separated: onnxruntime (.onnx), torch (.pt next to it), tensorrt (.engine next to it)")
+    p.add_argument(
+        "--backends",
+        default="onnxruntime",
+        help="comma-separated: onnxruntime (.onnx), torch (.pt next to it), tensorrt (.engine next to it)",
+    )
     p.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,4 (times are per image)")
-    p.add_argument("--device", help="torch device for the torch backend (default cpu); on cuda the on-device path is timed with CUDA events")
-    p.add_argument("--device-path", action="store_true", help="time the on-device path (torch frame: h2d, pre, net, post, d2h) for .pt/.engine models also on CPU")
-    p.add_argument("--distribution", default="topk", help="kpnet keypoint distribution: topk, grid, anms (comma-separated to compare)")
-    p.add_argument("--baselines", default=DEFAULT_BASELINES, help=f"comma-separated, from: {', '.join(BASELINES)}; '' for none")
+    p.add_argument(
+        "--device",
+        help="torch device for the torch backend (default cpu); on cuda the on-device path is timed with CUDA events",
+    )
+    p.add_argument(
+        "--device-path",
+        action="store_true",
+        help="time the on-device path (torch frame: h2d, pre, net, post, d2h) for .pt/.engine models also on CPU",
+    )
+    p.add_argument(
+        "--distribution",
+        default="topk",
+        help="kpnet keypoint distribution: topk, grid, anms (comma-separated to compare)",
+    )
+    p.add_argument(
+        "--baselines", default=DEFAULT_BASELINES, help=f"comma-separated, from: {', '.join(BASELINES)}; '' for none"
+    )
     p.add_argument("--size", default="480x640", help="frame size HxW (height first)")
-    p.add_argument("--sizes", help="comma-separated frame sizes HxW to sweep (overrides --size), e.g. 480x640,376x1241,480x752,720x1280")
-    p.add_argument("--before", help="also run the kpnet model entries with the code and models/ of this checkout (e.g. a git worktree of the previous commit), in the same run")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads for every detector (default: all cores)")
+    p.add_argument(
+        "--sizes",
+        help="comma-separated frame sizes HxW to sweep (overrides --size), e.g. 480x640,376x1241,480x752,720x1280",
+    )
+    p.add_argument(
+        "--before",
+        help="also run the kpnet model entries with the code and models/ of this checkout (e.g. a git worktree of the previous commit), in the same run",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="intra-op threads for every detector (default: all cores)",
+    )
     p.add_argument("--runs", type=int, default=50, help="timed iterations per entry")
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     p.add_argument("--max-keypoints", "-k", type=int, default=1000, help="keypoint budget")
-    p.add_argument("--image", default=str(ROOT / "examples" / "astronaut.jpg"), help="source image, resized to each frame size")
+    p.add_argument(
+        "--image", default=str(ROOT / "examples" / "astronaut.jpg"), help="source image, resized to each frame size"
+    )
     p.add_argument("--profile", action="store_true", help="also profile ONNX models node by node")
     p.add_argument("--out", default="runs/latency", help="folder for latency.json and latency.md")
     a = p.parse_args(argv)
@@ -554,12 +629,25 @@ def main(argv: list[str] | None = None) -> int:
         "image": a.image,
         "before": str(before) if before else None,
     }
-    print(f"latency at {', '.join(env['sizes'])} (HxW), {a.threads} threads, K={a.max_keypoints}, {a.runs} runs after {a.warmup} warm-up; {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"latency at {', '.join(env['sizes'])} (HxW), {a.threads} threads, K={a.max_keypoints}, {a.runs} runs after {a.warmup} warm-up; {os.cpu_count()} CPUs",
+        flush=True,
+    )
     results = []
     for fh, fw in frames:
         frame = format_hw((fh, fw))
         # "size" (width, height) is what older checkouts' children read.
-        args = {"size": (fw, fh), "frame_hw": (fh, fw), "threads": a.threads, "runs": a.runs, "warmup": a.warmup, "k": a.max_keypoints, "image": a.image, "device": a.device, "device_path": a.device_path}
+        args = {
+            "size": (fw, fh),
+            "frame_hw": (fh, fw),
+            "threads": a.threads,
+            "runs": a.runs,
+            "warmup": a.warmup,
+            "k": a.max_keypoints,
+            "image": a.image,
+            "device": a.device,
+            "device_path": a.device_path,
+        }
         for m in models:
             for be in backends:
                 path, reason = model_for_backend(m, be)
@@ -578,28 +666,50 @@ def main(argv: list[str] | None = None) -> int:
                             r["name"] = f"{Path(path).name} [{be}]{label}"
                             r["frame"] = frame
                             results.append(r)
-                            print(f"  {r['name']} {frame} batch {bsz}: {r['total']['median']:.2f} ms/img" if "error" not in r else f"  {r['name']} {frame}: {r['error']}", flush=True)
+                            print(
+                                f"  {r['name']} {frame} batch {bsz}: {r['total']['median']:.2f} ms/img"
+                                if "error" not in r
+                                else f"  {r['name']} {frame}: {r['error']}",
+                                flush=True,
+                            )
         for b in baselines:
             r = run_isolated("baseline", b, args)
             r["name"] = b
             r["frame"] = frame
             results.append(r)
-            print(f"  {b} {frame}: {r['total']['median']:.2f} ms" if "error" not in r else f"  {b}: {r['error']}", flush=True)
-    md = [f"Latency, {a.threads} threads, K={a.max_keypoints}, median of {a.runs} runs ({env['machine']}, {env['cpus']} CPUs); sizes HxW", "", table(results)]
+            print(
+                f"  {b} {frame}: {r['total']['median']:.2f} ms" if "error" not in r else f"  {b}: {r['error']}",
+                flush=True,
+            )
+    md = [
+        f"Latency, {a.threads} threads, K={a.max_keypoints}, median of {a.runs} runs ({env['machine']}, {env['cpus']} CPUs); sizes HxW",
+        "",
+        table(results),
+    ]
     profiles = {}
     if a.profile:
         fw_hw = frames[0]
         for m in models:
-            rows = profile_onnx(m, {"size": (fw_hw[1], fw_hw[0]), "threads": a.threads, "warmup": a.warmup, "runs": a.runs})
+            rows = profile_onnx(
+                m, {"size": (fw_hw[1], fw_hw[0]), "threads": a.threads, "warmup": a.warmup, "runs": a.runs}
+            )
             profiles[Path(m).name] = rows
-            md += ["", f"Slowest nodes of {Path(m).name} (ONNX Runtime profiler, network only):", "", "| node | op | ms/run | share |", "|---|---|---|---|"]
+            md += [
+                "",
+                f"Slowest nodes of {Path(m).name} (ONNX Runtime profiler, network only):",
+                "",
+                "| node | op | ms/run | share |",
+                "|---|---|---|---|",
+            ]
             md += [f"| {r['node']} | {r['op']} | {r['ms_per_run']:.3f} | {100 * r['share']:.1f}% |" for r in rows]
     text = "\n".join(md)
     plot(results, Path(a.out) / "latency.png")
     print()
     print(text)
     out = Path(a.out)
-    atomic_write_text(out / "latency.json", json.dumps({"env": env, "results": results, "profiles": profiles}, indent=2))
+    atomic_write_text(
+        out / "latency.json", json.dumps({"env": env, "results": results, "profiles": profiles}, indent=2)
+    )
     atomic_write_text(out / "latency.md", text + "\n")
     print(f"\nwrote {out / 'latency.json'} and {out / 'latency.md'}")
     return 0

@@ -65,7 +65,9 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float) -> None:
     vw.release()
 
 
-def run(frames: list[np.ndarray], detector: str, config: TrackerConfig, threads: int | None = None) -> tuple[FrontEnd, list, list[np.ndarray]]:
+def run(
+    frames: list[np.ndarray], detector: str, config: TrackerConfig, threads: int | None = None
+) -> tuple[FrontEnd, list, list[np.ndarray]]:
     fe = FrontEnd(make_detector(detector, threads=threads), config)
     stats, drawn = [], []
     for f in frames:
@@ -75,7 +77,9 @@ def run(frames: list[np.ndarray], detector: str, config: TrackerConfig, threads:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("source", help="folder of frames or a video file")
     p.add_argument("--detector", default="models/kpnet-small.onnx", help="kpnet model path, or gftt, fast, orb")
     p.add_argument("--out", default="out/track.mp4", help="annotated output (.mp4 or .gif)")
@@ -86,19 +90,30 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         frames = read_frames(a.source)
-        fe, stats, drawn = run(frames, a.detector, TrackerConfig(max_tracks=a.max_tracks, min_tracks=min(a.min_tracks, a.max_tracks)), a.threads)
+        fe, stats, drawn = run(
+            frames,
+            a.detector,
+            TrackerConfig(max_tracks=a.max_tracks, min_tracks=min(a.min_tracks, a.max_tracks)),
+            a.threads,
+        )
         write_video(drawn, Path(a.out), a.fps)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("frame | tracked | lost | new | live | detect ms | track ms")
     for s in stats:
-        print(f"{s.index:5d} | {s.tracked:7d} | {s.lost:4d} | {s.new:3d} | {s.live:4d} | {s.ms_detect:9.1f} | {s.ms_track:8.1f}")
+        print(
+            f"{s.index:5d} | {s.tracked:7d} | {s.lost:4d} | {s.new:3d} | {s.live:4d} | {s.ms_detect:9.1f} | {s.ms_track:8.1f}"
+        )
     lengths = fe.track_lengths()
-    print(f"tracks: {len(lengths)}; length in frames: mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, "
-          f"max {lengths.max()}; tracks spanning >= 5 frames: {(lengths >= 5).sum()}")
+    print(
+        f"tracks: {len(lengths)}; length in frames: mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, "
+        f"max {lengths.max()}; tracks spanning >= 5 frames: {(lengths >= 5).sum()}"
+    )
     det_ms = [s.ms_detect for s in stats if s.new]
-    print(f"median detect {np.median(det_ms):.1f} ms on {len(det_ms)} frames; median track {np.median([s.ms_track for s in stats[1:]]):.1f} ms; wrote {a.out}")
+    print(
+        f"median detect {np.median(det_ms):.1f} ms on {len(det_ms)} frames; median track {np.median([s.ms_track for s in stats[1:]]):.1f} ms; wrote {a.out}"
+    )
     return 0
 
 

@@ -80,15 +80,19 @@ def _photos(calib_dir: str | Path | None, num: int, hw: tuple[int, int]) -> dict
     return out
 
 
-def calibrate(model_path: str | Path, *, calib_dir: str | Path | None = None, calib_num: int = 200, budget: int = CALIB_BUDGET) -> dict[str, Any]:
+def calibrate(
+    model_path: str | Path, *, calib_dir: str | Path | None = None, calib_num: int = 200, budget: int = CALIB_BUDGET
+) -> dict[str, Any]:
     """Measure the defaults on ``model_path`` (an exported .onnx). Returns
     {"defaults": {"threshold", "min_contrast"}, "figures": {...}} (JSON-serialisable)."""
     from kpnet import KeypointDetector
     from kpnet.postprocess import cell_contrast
 
     det = KeypointDetector(model_path, max_keypoints=budget, threshold=0.0, min_contrast=0.0, nms_radius=4, border=4)
+    # Null frames at the model's nominal size run unresized: the worst case (larger frames are
+    # shrunk, which averages noise away; smaller ones are never enlarged by default).
+    flat, noise = null_frames(det.input_size)
     frame_hw = (480, 640)
-    flat, noise = null_frames(frame_hw)
     flat_max = 0.0
     for img in flat.values():
         k = det.detect(img)
@@ -101,7 +105,10 @@ def calibrate(model_path: str | Path, *, calib_dir: str | Path | None = None, ca
         noise_score = max(noise_score, float(k.scores[0]) if len(k) else 0.0)
     threshold = min(0.5, math.ceil(MARGIN * flat_max * 1000) / 1000)
     min_contrast = math.ceil(MARGIN * noise_contrast * 100) / 100
-    null_counts = {name: len(det.detect(img, threshold=threshold, min_contrast=min_contrast)) for name, img in {**flat, **noise}.items()}
+    null_counts = {
+        name: len(det.detect(img, threshold=threshold, min_contrast=min_contrast))
+        for name, img in {**flat, **noise}.items()
+    }
     kept = {}
     for name, img in {**textured_frames(frame_hw), **_photos(calib_dir, calib_num, frame_hw)}.items():
         before = len(det.detect(img))
@@ -111,13 +118,16 @@ def calibrate(model_path: str | Path, *, calib_dir: str | Path | None = None, ca
     synth = [v for k, v in kept.items() if k.startswith("synthetic")]
     photos = [v for k, v in kept.items() if not k.startswith("synthetic")]
     figures = {
-        "frame_size": list(frame_hw),
+        "null_frame_size": list(det.input_size),
+        "textured_frame_size": list(frame_hw),
         "budget": budget,
         "max_score_blank_uniform": round(flat_max, 5),
         "max_score_noise": round(noise_score, 5),
         "max_contrast_noise": round(noise_contrast, 4),
         "keypoints_on_null_frames": null_counts,
-        "kept_on_textured": {k: f"{a}/{b}" for k, (a, b) in kept.items() if k.startswith("synthetic") or k == str(REPO_SAMPLE)},
+        "kept_on_textured": {
+            k: f"{a}/{b}" for k, (a, b) in kept.items() if k.startswith("synthetic") or k == str(REPO_SAMPLE)
+        },
         "photos": len(photos),
         "photos_mean_kept_fraction": round(float(np.mean([a / max(b, 1) for a, b in photos])), 4) if photos else None,
         "photos_median_kept": int(np.median([a for a, _ in photos])) if photos else None,
@@ -133,8 +143,11 @@ def describe(result: dict[str, Any]) -> str:
         f"calibrated defaults: threshold {d['threshold']} (blank/uniform frames score at most {f['max_score_blank_uniform']}), "
         f"min_contrast {d['min_contrast']} grey levels (sensor noise reaches {f['max_contrast_noise']}; it scores up to {f['max_score_noise']})",
         f"  keypoints on {len(null)} blank/uniform/noise frames: {sum(null.values())} in all ({'OK' if sum(null.values()) == 0 else 'NOT ZERO'})",
-        "  kept of the budget on textured frames: " + ", ".join(f"{k.split('/')[-1]} {v}" for k, v in f["kept_on_textured"].items()),
+        "  kept of the budget on textured frames: "
+        + ", ".join(f"{k.split('/')[-1]} {v}" for k, v in f["kept_on_textured"].items()),
     ]
     if f["photos"]:
-        lines.append(f"  {f['photos']} photos: mean kept fraction {f['photos_mean_kept_fraction']}, median kept {f['photos_median_kept']} of {f['budget']}")
+        lines.append(
+            f"  {f['photos']} photos: mean kept fraction {f['photos_mean_kept_fraction']}, median kept {f['photos_median_kept']} of {f['budget']}"
+        )
     return "\n".join(lines)

@@ -132,7 +132,15 @@ def trace(module, out_path: Path, opts: ExportOptions, size_hw: tuple[int, int],
         if opts.dynamic_hw:
             dims[2] = stride * torch.export.Dim("h_cells", min=1, max=8192 // stride)
             dims[3] = stride * torch.export.Dim("w_cells", min=1, max=8192 // stride)
-        torch.onnx.export(module, (dummy,), str(out_path), dynamo=True, dynamic_shapes={"image": dims} if dims else None, verbose=False, **kwargs)
+        torch.onnx.export(
+            module,
+            (dummy,),
+            str(out_path),
+            dynamo=True,
+            dynamic_shapes={"image": dims} if dims else None,
+            verbose=False,
+            **kwargs,
+        )
     else:
         axes = {}
         if opts.dynamic_batch:
@@ -178,8 +186,20 @@ def parity_image(path: str | Path | None, size_hw: tuple[int, int]) -> tuple[np.
         img = np.full((480, 640), 90, np.uint8)
         for _ in range(40):
             x, y = rng.integers(0, 600), rng.integers(0, 440)
-            cv2.rectangle(img, (int(x), int(y)), (int(x + rng.integers(10, 80)), int(y + rng.integers(10, 80))), int(rng.integers(0, 255)), -1)
-            cv2.circle(img, (int(rng.integers(0, 640)), int(rng.integers(0, 480))), int(rng.integers(3, 30)), int(rng.integers(0, 255)), -1)
+            cv2.rectangle(
+                img,
+                (int(x), int(y)),
+                (int(x + rng.integers(10, 80)), int(y + rng.integers(10, 80))),
+                int(rng.integers(0, 255)),
+                -1,
+            )
+            cv2.circle(
+                img,
+                (int(rng.integers(0, 640)), int(rng.integers(0, 480))),
+                int(rng.integers(3, 30)),
+                int(rng.integers(0, 255)),
+                -1,
+            )
         src = "synthetic shapes"
     img = cv2.resize(img, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
     return img.astype(np.float32) / 255.0, src
@@ -211,7 +231,15 @@ def keypoint_agreement(xy_a: np.ndarray, xy_b: np.ndarray, tol: float = 0.5) -> 
     return float(ok.mean()), float(d[ok].max()) if ok.any() else 0.0
 
 
-def verify_parity(model, onnx_path: Path, image: np.ndarray, decode: DecodeConfig | None, *, atol: float = 1e-3, min_agreement: float = 0.98) -> ParityReport:
+def verify_parity(
+    model,
+    onnx_path: Path,
+    image: np.ndarray,
+    decode: DecodeConfig | None,
+    *,
+    atol: float = 1e-3,
+    min_agreement: float = 0.98,
+) -> ParityReport:
     """Stage 5: run PyTorch and ONNX Runtime on the same image; raise past the tolerances."""
     torch = require("torch")
     from kpnet.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -240,7 +268,15 @@ def verify_parity(model, onnx_path: Path, image: np.ndarray, decode: DecodeConfi
     return report
 
 
-def export_onnx(checkpoint: str | Path, out_path: str | Path, opts: ExportOptions, *, parity_image_path: str | Path | None = None, atol: float = 1e-3, log=None) -> ParityReport:
+def export_onnx(
+    checkpoint: str | Path,
+    out_path: str | Path,
+    opts: ExportOptions,
+    *,
+    parity_image_path: str | Path | None = None,
+    atol: float = 1e-3,
+    log=None,
+) -> ParityReport:
     """All stages: load, trace, check, tag, parity, calibrate; the file appears only when every
     stage passed. Returns the parity report (the calibration is in the metadata)."""
     from kpnet import __version__
@@ -270,7 +306,9 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opts: ExportOption
             from export.calibrate import calibrate, describe
 
             result = calibrate(tmp, calib_dir=opts.calib_dir, calib_num=opts.calib_num)
-            check_and_tag(tmp, {META_DEFAULTS: json.dumps(result["defaults"]), META_CALIBRATION: json.dumps(result["figures"])})
+            check_and_tag(
+                tmp, {META_DEFAULTS: json.dumps(result["defaults"]), META_CALIBRATION: json.dumps(result["figures"])}
+            )
             if log is not None:
                 log(describe(result))
     for extra in out_path.parent.glob(tmp.name + ".data"):
@@ -279,34 +317,59 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opts: ExportOption
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m export.onnx",
+        description=__doc__.split("\n")[0],
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("checkpoint", help="kpnet checkpoint (.pt)")
     p.add_argument("-o", "--output", help="output .onnx (default: checkpoint name with .onnx)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
-    p.add_argument("--size", help="HxW nominal input size (traced size, pixel budget), e.g. 480x640 (default: the model's)")
+    p.add_argument(
+        "--size", help="HxW nominal input size (traced size, pixel budget), e.g. 480x640 (default: the model's)"
+    )
     p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 (default: dynamic)")
-    p.add_argument("--static-hw", action="store_true", help="fix height and width to --size (default: any multiples of the stride)")
-    p.add_argument("--with-postprocess", action="store_true", help="put NMS and top-k inside the graph (no calibration)")
-    p.add_argument("--max-keypoints", type=int, default=1024, help=f"K for --with-postprocess (TensorRT: <= {TENSORRT_MAX_TOPK})")
+    p.add_argument(
+        "--static-hw", action="store_true", help="fix height and width to --size (default: any multiples of the stride)"
+    )
+    p.add_argument(
+        "--with-postprocess", action="store_true", help="put NMS and top-k inside the graph (no calibration)"
+    )
+    p.add_argument(
+        "--max-keypoints", type=int, default=1024, help=f"K for --with-postprocess (TensorRT: <= {TENSORRT_MAX_TOPK})"
+    )
     p.add_argument("--nms-radius", type=int, default=4, help="NMS radius for --with-postprocess, model pixels")
     p.add_argument("--border", type=int, default=4, help="border for --with-postprocess, model pixels")
     p.add_argument("--threshold", type=float, default=0.0, help="probability threshold for --with-postprocess")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter")
     p.add_argument("--parity-image", help="image for the parity check (default: examples/astronaut.jpg)")
     p.add_argument("--atol", type=float, default=1e-3, help="max allowed |heatmap diff| (logits)")
-    p.add_argument("--no-calibrate", action="store_true", help="skip calibrating the default threshold and contrast floor")
-    p.add_argument("--calib-dir", help="also calibrate on these photos (folder, recursive, or glob); default: built-in frames only")
+    p.add_argument(
+        "--no-calibrate", action="store_true", help="skip calibrating the default threshold and contrast floor"
+    )
+    p.add_argument(
+        "--calib-dir", help="also calibrate on these photos (folder, recursive, or glob); default: built-in frames only"
+    )
     p.add_argument("--calib-num", type=int, default=200, help="photos to use from --calib-dir")
     a = p.parse_args(argv)
     try:
         size = parse_hw(a.size, "--size") if a.size else None
         decode = None
         if a.with_postprocess:
-            decode = DecodeConfig(max_keypoints=a.max_keypoints, nms_radius=a.nms_radius, border=a.border, threshold=a.threshold)
+            decode = DecodeConfig(
+                max_keypoints=a.max_keypoints, nms_radius=a.nms_radius, border=a.border, threshold=a.threshold
+            )
         opts = ExportOptions(
-            input_size=size, dynamic_batch=not a.static_batch, dynamic_hw=False if a.static_hw else None, opset=a.opset, decode=decode,
-            exporter=a.exporter, calibrate=not a.no_calibrate, calib_dir=a.calib_dir, calib_num=a.calib_num,
+            input_size=size,
+            dynamic_batch=not a.static_batch,
+            dynamic_hw=False if a.static_hw else None,
+            opset=a.opset,
+            decode=decode,
+            exporter=a.exporter,
+            calibrate=not a.no_calibrate,
+            calib_dir=a.calib_dir,
+            calib_num=a.calib_num,
         )
         out = Path(a.output) if a.output else Path(a.checkpoint).with_suffix(".onnx")
         report = export_onnx(a.checkpoint, out, opts, parity_image_path=a.parity_image, atol=a.atol, log=print)

@@ -21,6 +21,7 @@ import numpy as np
 
 from kpnet._deps import require
 
+
 def list_images(folder: str | Path, limit: int) -> list[Path]:
     """Up to ``limit`` images under ``folder`` (recursive; or a glob), spread evenly over the
     sorted list (:func:`kpnet.io.list_images` finds them)."""
@@ -59,7 +60,7 @@ def head_tail_nodes(model) -> list[str]:
     if not starts:
         return []
     keep_ops = {"Conv", "Resize", "Add", "Pad", "DepthToSpace", "Reshape", "Mul", "Transpose"}
-    return [n.name for n in nodes[min(starts):] if n.op_type in keep_ops and n.name]
+    return [n.name for n in nodes[min(starts) :] if n.op_type in keep_ops and n.name]
 
 
 def quantize(
@@ -147,11 +148,17 @@ def compare(fp32: str | Path, int8: str | Path, images: list[np.ndarray], k: int
             ha, hb = a.run(x).heatmap[0, 0], b.run(x).heatmap[0, 0]
             err.append(float(np.abs(ha - hb).mean()))
             agree.append(keypoint_agreement(decode(ha, cfg)[0], decode(hb, cfg)[0], tol=1.0)[0])
-    return {"keypoint_agreement_1px": float(np.mean(agree)), "mean_abs_logit_error": float(np.mean(err)), "images": len(images)}
+    return {
+        "keypoint_agreement_1px": float(np.mean(agree)),
+        "mean_abs_logit_error": float(np.mean(err)),
+        "images": len(images),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog="python -m export.quantize", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     p.add_argument("model", help="fp32 kpnet .onnx (heatmap output)")
     p.add_argument("-o", "--output", help="output (default: MODEL.int8.onnx)")
     p.add_argument("--calib", required=True, help="folder of calibration images (recursive)")
@@ -169,14 +176,22 @@ def main(argv: list[str] | None = None) -> int:
         calib_paths, check_paths = paths[::2][: a.num], paths[1::2][: a.check]
         out = Path(a.output) if a.output else Path(a.model).with_suffix(".int8.onnx")
         out.parent.mkdir(parents=True, exist_ok=True)
-        kept = quantize(a.model, out, load_batch(calib_paths, size), keep_fp32_tail=not a.quantize_tail, per_channel=not a.per_tensor)
+        kept = quantize(
+            a.model,
+            out,
+            load_batch(calib_paths, size),
+            keep_fp32_tail=not a.quantize_tail,
+            per_channel=not a.per_tensor,
+        )
         report = compare(a.model, out, load_batch(check_paths, size))
     except Exception as exc:  # CLI boundary
         print(f"quantize failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); {len(kept)} tail nodes kept in fp32")
-    print(f"int8 vs fp32 on {report['images']} held-out images: keypoint agreement (1 px, K=1000) "
-          f"{100 * report['keypoint_agreement_1px']:.1f}%, mean |logit diff| {report['mean_abs_logit_error']:.4f}")
+    print(
+        f"int8 vs fp32 on {report['images']} held-out images: keypoint agreement (1 px, K=1000) "
+        f"{100 * report['keypoint_agreement_1px']:.1f}%, mean |logit diff| {report['mean_abs_logit_error']:.4f}"
+    )
     return 0
 
 

@@ -127,7 +127,9 @@ class TrtBuildOptions:
         src = Path(self.source)
         object.__setattr__(self, "source", src)
         if src.suffix.lower() not in SOURCE_SUFFIXES:
-            raise ValueError(f"input {src} must be an .onnx model (python -m export.onnx) or a kpnet checkpoint (.pt/.pth)")
+            raise ValueError(
+                f"input {src} must be an .onnx model (python -m export.onnx) or a kpnet checkpoint (.pt/.pth)"
+            )
         if not src.is_file():
             raise FileNotFoundError(f"input model not found: {src}")
         out = Path(self.output) if self.output is not None else src.with_suffix(".engine")
@@ -159,14 +161,23 @@ class TrtBuildOptions:
                 )
         # in-graph decoding
         if self.with_postprocess:
-            if not isinstance(self.max_keypoints, int) or isinstance(self.max_keypoints, bool) or self.max_keypoints < 1:
+            if (
+                not isinstance(self.max_keypoints, int)
+                or isinstance(self.max_keypoints, bool)
+                or self.max_keypoints < 1
+            ):
                 raise ValueError(f"--max-keypoints must be a positive int, got {self.max_keypoints!r}")
             if self.max_keypoints > TENSORRT_MAX_TOPK:
                 raise ValueError(
                     f"--max-keypoints {self.max_keypoints} exceeds TensorRT's TopK limit of {TENSORRT_MAX_TOPK}; use K <= "
                     f"{TENSORRT_MAX_TOPK}, or build without --with-postprocess and decode on the GPU in the runtime"
                 )
-            DecodeConfig(max_keypoints=self.max_keypoints, nms_radius=self.nms_radius, border=self.border, threshold=self.threshold)
+            DecodeConfig(
+                max_keypoints=self.max_keypoints,
+                nms_radius=self.nms_radius,
+                border=self.border,
+                threshold=self.threshold,
+            )
             if src.suffix.lower() == ".onnx":
                 raise ValueError(
                     "--with-postprocess exports NMS + top-k from a checkpoint; pass the .pt checkpoint, or an .onnx that "
@@ -228,7 +239,9 @@ class TrtBuildOptions:
     def decode(self) -> DecodeConfig | None:
         if not self.with_postprocess:
             return None
-        return DecodeConfig(max_keypoints=self.max_keypoints, nms_radius=self.nms_radius, border=self.border, threshold=self.threshold)
+        return DecodeConfig(
+            max_keypoints=self.max_keypoints, nms_radius=self.nms_radius, border=self.border, threshold=self.threshold
+        )
 
     def rebuild_command(self) -> str:
         """The command line that rebuilds this engine (stored in the sidecar)."""
@@ -247,7 +260,17 @@ class TrtBuildOptions:
         if self.size is not None:
             a += ["--size", f"{self.size[0]}x{self.size[1]}"]
         if self.with_postprocess:
-            a += ["--with-postprocess", "--max-keypoints", str(self.max_keypoints), "--nms-radius", str(self.nms_radius), "--border", str(self.border), "--threshold", str(self.threshold)]
+            a += [
+                "--with-postprocess",
+                "--max-keypoints",
+                str(self.max_keypoints),
+                "--nms-radius",
+                str(self.nms_radius),
+                "--border",
+                str(self.border),
+                "--threshold",
+                str(self.threshold),
+            ]
         if self.workspace_mb is not None:
             a += ["--workspace", str(self.workspace_mb)]
         if self.timing_cache is not None:
@@ -260,7 +283,9 @@ def _onnx():
     try:
         import onnx
     except ImportError as exc:
-        raise MissingDependencyError(f"'onnx' is required to read ONNX models ({exc}); install it with: pip install 'kpnet[export]'") from exc
+        raise MissingDependencyError(
+            f"'onnx' is required to read ONNX models ({exc}); install it with: pip install 'kpnet[export]'"
+        ) from exc
     return onnx
 
 
@@ -333,7 +358,11 @@ def qdq_tensorrt_problems(model) -> list[str]:
         if n.op_type not in QDQ_OPS:
             continue
         label = f"{n.op_type} '{n.name or n.output[0]}'"
-        if n.op_type == "DequantizeLinear" and n.input[0] in consts and consts[n.input[0]].data_type == onnx.TensorProto.INT32:
+        if (
+            n.op_type == "DequantizeLinear"
+            and n.input[0] in consts
+            and consts[n.input[0]].data_type == onnx.TensorProto.INT32
+        ):
             problems.append(f"{label}: int32 input (a quantised bias); TensorRT has no int32 DequantizeLinear")
             continue
         if len(n.input) > 1 and n.input[1] not in consts:
@@ -343,7 +372,9 @@ def qdq_tensorrt_problems(model) -> list[str]:
             if zp is None:
                 problems.append(f"{label}: zero point is not a constant")
             elif zp.data_type not in ok_types:
-                problems.append(f"{label}: zero point type {onnx.TensorProto.DataType.Name(zp.data_type)} (TensorRT needs signed INT8)")
+                problems.append(
+                    f"{label}: zero point type {onnx.TensorProto.DataType.Name(zp.data_type)} (TensorRT needs signed INT8)"
+                )
             elif np.any(numpy_helper.to_array(zp).astype(np.float32) != 0):
                 problems.append(f"{label}: non-zero zero point (TensorRT quantises symmetrically)")
     return problems
@@ -355,7 +386,9 @@ def inspect_onnx(path: str | Path) -> OnnxFacts:
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError and friends
-        raise ValueError(f"cannot read {path} as an ONNX model ({type(exc).__name__}: {str(exc)[:200]}); re-export it with python -m export.onnx") from exc
+        raise ValueError(
+            f"cannot read {path} as an ONNX model ({type(exc).__name__}: {str(exc)[:200]}); re-export it with python -m export.onnx"
+        ) from exc
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
@@ -381,7 +414,9 @@ def check_onnx(facts: OnnxFacts, *, wants_int8: bool) -> None:
     name = facts.path.name
     expected = ("keypoints", "scores", "counts") if facts.postprocess_in_graph else ("heatmap",)
     if facts.output_names != expected:
-        raise ValueError(f"{name}: outputs {list(facts.output_names)}, expected {list(expected)}; export it with python -m export.onnx")
+        raise ValueError(
+            f"{name}: outputs {list(facts.output_names)}, expected {list(expected)}; export it with python -m export.onnx"
+        )
     if facts.postprocess_in_graph:
         k = int((facts.decode or {}).get("max_keypoints", 0))
         if k > TENSORRT_MAX_TOPK:
@@ -393,13 +428,17 @@ def check_onnx(facts: OnnxFacts, *, wants_int8: bool) -> None:
         if not wants_int8:
             raise ValueError(f"{name} is INT8-quantised (Q/DQ nodes); build it with --int8 (or --best)")
         if facts.qdq_problems:
-            shown = "; ".join(facts.qdq_problems[:5]) + (f"; ... ({len(facts.qdq_problems)} in all)" if len(facts.qdq_problems) > 5 else "")
+            shown = "; ".join(facts.qdq_problems[:5]) + (
+                f"; ... ({len(facts.qdq_problems)} in all)" if len(facts.qdq_problems) > 5 else ""
+            )
             raise ValueError(
                 f"{name} is quantised in a way TensorRT cannot build: {shown}. Quantise the fp32 model for TensorRT with "
                 "python -m export.trt MODEL.onnx --int8 --calib-images DIR (symmetric signed int8, as TensorRT requires)"
             )
     if facts.nominal_size is None:
-        raise ValueError(f"{name} has dynamic height/width and no kpnet_input_size metadata; re-export it with python -m export.onnx")
+        raise ValueError(
+            f"{name} has dynamic height/width and no kpnet_input_size metadata; re-export it with python -m export.onnx"
+        )
 
 
 def resolve_profile(opts: TrtBuildOptions, facts: OnnxFacts) -> ShapeProfile:
@@ -455,8 +494,19 @@ def quantize_for_tensorrt(
     try:
         import onnxruntime.quantization  # noqa: F401
     except ImportError as exc:
-        raise MissingDependencyError(f"onnxruntime.quantization is required for --int8 ({exc}); pip install onnxruntime") from exc
-    keep = quantize(src, dst, calib, keep_fp32_tail=keep_fp32_tail, per_channel=per_channel, symmetric=True, op_types=op_types, tag="qdq-int8-symmetric")
+        raise MissingDependencyError(
+            f"onnxruntime.quantization is required for --int8 ({exc}); pip install onnxruntime"
+        ) from exc
+    keep = quantize(
+        src,
+        dst,
+        calib,
+        keep_fp32_tail=keep_fp32_tail,
+        per_channel=per_channel,
+        symmetric=True,
+        op_types=op_types,
+        tag="qdq-int8-symmetric",
+    )
     out = onnx.load(str(dst))
     problems = qdq_tensorrt_problems(out)
     if problems:  # a change in onnxruntime.quantization defaults would land here
@@ -579,7 +629,13 @@ def prepare_onnx(opts: TrtBuildOptions, log=print) -> tuple[Path, OnnxFacts]:
         size = opts.size or (prof.opt[2:] if prof is not None else None)
         onnx_path = out.with_suffix(".onnx")
         log(f"exporting {src} -> {onnx_path} ({'with' if opts.with_postprocess else 'without'} in-graph NMS + top-k)")
-        report = export_onnx(src, onnx_path, ExportOptions(input_size=size, dynamic_batch=dyn_batch, dynamic_hw=dyn_hw, decode=opts.decode, exporter=opts.exporter))
+        report = export_onnx(
+            src,
+            onnx_path,
+            ExportOptions(
+                input_size=size, dynamic_batch=dyn_batch, dynamic_hw=dyn_hw, decode=opts.decode, exporter=opts.exporter
+            ),
+        )
         log(str(report))
         src = onnx_path
     facts = inspect_onnx(src)
@@ -589,7 +645,9 @@ def prepare_onnx(opts: TrtBuildOptions, log=print) -> tuple[Path, OnnxFacts]:
         size = facts.nominal_size
         calib = calibration_batches(opts.calib_images, opts.calib_num, size)  # type: ignore[arg-type]
         qdq = out.with_suffix(".int8.onnx")
-        log(f"quantising {src.name} to INT8 Q/DQ with {len(calib)} calibration images from {opts.calib_images} -> {qdq}")
+        log(
+            f"quantising {src.name} to INT8 Q/DQ with {len(calib)} calibration images from {opts.calib_images} -> {qdq}"
+        )
         quantize_for_tensorrt(src, qdq, calib)
         src = qdq
         facts = inspect_onnx(src)
@@ -618,14 +676,17 @@ def parse_network(trt, builder, logger, onnx_path: Path, *, strongly_typed: bool
             node = e.node() if hasattr(e, "node") else -1
             lines.append(f"  [{i + 1}] node {node} {' '.join(where)}: {e.desc()}".rstrip())
         raise OnnxParseError(
-            f"TensorRT {trt.__version__} cannot parse {onnx_path.name} ({parser.num_errors} error(s)):\n" + "\n".join(lines or ["  (no details)"])
+            f"TensorRT {trt.__version__} cannot parse {onnx_path.name} ({parser.num_errors} error(s)):\n"
+            + "\n".join(lines or ["  (no details)"])
             + "\nCheck that the model comes from python -m export.onnx (opset <= what this TensorRT supports) and that "
             "every operator is supported (TensorRT's ONNX operator support matrix)."
         )
     return network, parser
 
 
-def build_config(trt, builder, network, opts: TrtBuildOptions, profile: ShapeProfile, input_name: str, *, weak_typing: bool):
+def build_config(
+    trt, builder, network, opts: TrtBuildOptions, profile: ShapeProfile, input_name: str, *, weak_typing: bool
+):
     """IBuilderConfig: workspace, precision flags (TensorRT 10.x), optimisation profile,
     optimisation level and the timing cache (loaded from ``opts.timing_cache`` when present)."""
     config = builder.create_builder_config()
@@ -653,7 +714,10 @@ def build_config(trt, builder, network, opts: TrtBuildOptions, profile: ShapePro
     blob = opts.timing_cache.read_bytes() if opts.timing_cache is not None and opts.timing_cache.is_file() else b""
     cache = config.create_timing_cache(blob)
     if not config.set_timing_cache(cache, ignore_mismatch=False):
-        print(f"warning: timing cache {opts.timing_cache} does not match this TensorRT/GPU; starting a new one", file=sys.stderr)
+        print(
+            f"warning: timing cache {opts.timing_cache} does not match this TensorRT/GPU; starting a new one",
+            file=sys.stderr,
+        )
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     return config
 
@@ -689,11 +753,15 @@ def verify_precision(report: str | None, precision: str) -> None:
         print("warning: the engine's layer report names no data types; precision not verified", file=sys.stderr)
         return
     found16 = any(t in text for t in ("half", "fp16", "float16"))
-    found8 = any(t in text for t in ("int8", "\"i8\""))
+    found8 = any(t in text for t in ("int8", '"i8"'))
     if precision == "fp16" and not found16:
-        raise PrecisionUnsupportedError("TensorRT built no FP16 layer for --fp16 (all layers fell back to fp32); refusing to write an fp32 engine labelled fp16")
+        raise PrecisionUnsupportedError(
+            "TensorRT built no FP16 layer for --fp16 (all layers fell back to fp32); refusing to write an fp32 engine labelled fp16"
+        )
     if precision in ("int8", "best") and not found8:
-        raise PrecisionUnsupportedError("TensorRT built no INT8 layer although the model is Q/DQ-quantised; refusing to write a non-int8 engine labelled int8")
+        raise PrecisionUnsupportedError(
+            "TensorRT built no INT8 layer although the model is Q/DQ-quantised; refusing to write a non-int8 engine labelled int8"
+        )
 
 
 def save_engine(path: Path, data: bytes, meta: EngineMetadata) -> Path:
@@ -731,7 +799,9 @@ def build_engine(opts: TrtBuildOptions, log=print) -> BuildResult:
     if opts.onnx_only:
         onnx_path, facts = prepare_onnx(opts, log)
         prof = resolve_profile(opts, facts)
-        log(f"prepared {onnx_path} (precision {opts.precision}, profile {prof.describe()}); --onnx-only: no engine built")
+        log(
+            f"prepared {onnx_path} (precision {opts.precision}, profile {prof.describe()}); --onnx-only: no engine built"
+        )
         return BuildResult(None, None, onnx_path, None)
     trt = import_tensorrt()
     gpu = detect_gpu(trt)
@@ -752,7 +822,9 @@ def build_engine(opts: TrtBuildOptions, log=print) -> BuildResult:
         # 10.x: weak typing + precision flags; 11.x: strongly typed (precision from Q/DQ / AutoCast).
         network, _parser = parse_network(trt, builder, logger, build_from, strongly_typed=not weak)
         config = build_config(trt, builder, network, opts, profile, facts.input_name, weak_typing=weak)
-        log(f"building {opts.output} with TensorRT {trt.__version__} on {gpu.name}: precision {opts.precision}, profile {profile.describe()}")
+        log(
+            f"building {opts.output} with TensorRT {trt.__version__} on {gpu.name}: precision {opts.precision}, profile {profile.describe()}"
+        )
         data = build_serialized(trt, builder, network, config)
         verify_precision(engine_layer_precisions(trt, data), opts.precision)
         save_timing_cache(config, opts.timing_cache)
@@ -790,34 +862,60 @@ def make_parser() -> argparse.ArgumentParser:
         description="Build a TensorRT engine (.engine + .engine.json metadata) from a kpnet ONNX model or checkpoint.",
         epilog="Needs an NVIDIA GPU and `pip install 'kpnet[gpu]'` (except --onnx-only and --help).",
     )
-    p.add_argument("model", help=".onnx from python -m export.onnx, or a kpnet checkpoint (.pt), which is exported first")
+    p.add_argument(
+        "model", help=".onnx from python -m export.onnx, or a kpnet checkpoint (.pt), which is exported first"
+    )
     p.add_argument("-o", "--output", help="engine file, .engine or .plan (default: MODEL.engine)")
     g = p.add_argument_group("precision")
     g.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
-    g.add_argument("--int8", action="store_true", help="INT8 from an explicitly quantised (Q/DQ) model; needs --calib-images unless MODEL is Q/DQ already")
+    g.add_argument(
+        "--int8",
+        action="store_true",
+        help="INT8 from an explicitly quantised (Q/DQ) model; needs --calib-images unless MODEL is Q/DQ already",
+    )
     g.add_argument("--best", action="store_true", help="FP16 + INT8 (same needs as --int8)")
     g.add_argument("--calib-images", help="folder of calibration images (recursive) for --int8/--best")
-    g.add_argument("--calib-num", type=int, default=DEFAULT_CALIB_NUM, help=f"calibration images to use (default {DEFAULT_CALIB_NUM})")
+    g.add_argument(
+        "--calib-num",
+        type=int,
+        default=DEFAULT_CALIB_NUM,
+        help=f"calibration images to use (default {DEFAULT_CALIB_NUM})",
+    )
     s = p.add_argument_group("shapes (input B x 1 x H x W; H, W multiples of %d)" % STRIDE)
     s.add_argument("--min", dest="min_shape", help="smallest BxHxW of the optimisation profile")
     s.add_argument("--opt", dest="opt_shape", help="BxHxW TensorRT tunes for (also the size images are resized to)")
     s.add_argument("--max", dest="max_shape", help="largest BxHxW of the optimisation profile")
     s.add_argument("--static", action="store_true", help="one static shape: batch 1 at --size (or the model's size)")
-    s.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help=f"largest batch without --min/--opt/--max (default {DEFAULT_MAX_BATCH})")
+    s.add_argument(
+        "--max-batch",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        help=f"largest batch without --min/--opt/--max (default {DEFAULT_MAX_BATCH})",
+    )
     s.add_argument("--size", help="HxW (default: the model's input size)")
     b = p.add_argument_group("build")
-    b.add_argument("--workspace", type=int, dest="workspace_mb", help="workspace memory limit in MiB (default: TensorRT's)")
-    b.add_argument("--timing-cache", help="timing cache file, read if present and updated after the build (reuse it across builds)")
+    b.add_argument(
+        "--workspace", type=int, dest="workspace_mb", help="workspace memory limit in MiB (default: TensorRT's)"
+    )
+    b.add_argument(
+        "--timing-cache", help="timing cache file, read if present and updated after the build (reuse it across builds)"
+    )
     b.add_argument("--opt-level", type=int, help="builder optimisation level 0..5 (TensorRT default 3)")
     b.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
-    b.add_argument("--onnx-only", action="store_true", help="only export/quantise and check the ONNX that would be built (no GPU needed)")
+    b.add_argument(
+        "--onnx-only",
+        action="store_true",
+        help="only export/quantise and check the ONNX that would be built (no GPU needed)",
+    )
     d = p.add_argument_group("in-graph post-processing (checkpoint input)")
     d.add_argument("--with-postprocess", action="store_true", help="put NMS + top-k inside the engine")
     d.add_argument("--max-keypoints", type=int, default=1024, help=f"K (<= {TENSORRT_MAX_TOPK}, TensorRT's TopK limit)")
     d.add_argument("--nms-radius", type=int, default=4, help="NMS radius, model pixels")
     d.add_argument("--border", type=int, default=4, help="border, model pixels")
     d.add_argument("--threshold", type=float, default=0.0, help="probability threshold (exclusive)")
-    d.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter for checkpoints")
+    d.add_argument(
+        "--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter for checkpoints"
+    )
     return p
 
 

@@ -34,7 +34,16 @@ def _detector(a: argparse.Namespace):
     from .sizing import WorkingSize, parse_hw
 
     kw: dict[str, Any] = {}
-    for name in ("max_keypoints", "nms_radius", "threshold", "border", "distribution", "grid", "min_distance", "min_contrast"):
+    for name in (
+        "max_keypoints",
+        "nms_radius",
+        "threshold",
+        "border",
+        "distribution",
+        "grid",
+        "min_distance",
+        "min_contrast",
+    ):
         v = getattr(a, name, None)
         if v is not None:
             kw[name] = v
@@ -42,7 +51,9 @@ def _detector(a: argparse.Namespace):
         kw["subpixel"] = True
     given = [n for n in ("size", "long_side", "pixels") if getattr(a, n, None) is not None]
     if len(given) > 1:
-        raise ConfigError(f"pass one of --size, --long-side or --pixels, got {', '.join('--' + g.replace('_', '-') for g in given)}")
+        raise ConfigError(
+            f"pass one of --size, --long-side or --pixels, got {', '.join('--' + g.replace('_', '-') for g in given)}"
+        )
     size: Any = None
     if a.size is not None and a.size != "native":
         size = WorkingSize(fixed=parse_hw(a.size, "--size"))
@@ -51,7 +62,9 @@ def _detector(a: argparse.Namespace):
     elif a.pixels is not None:
         size = WorkingSize(pixels=a.pixels)
     providers = a.providers.split(",") if getattr(a, "providers", None) else None
-    return KeypointDetector(a.model, preset=a.preset, size=size, device=a.device, providers=providers, threads=a.threads, **kw)
+    return KeypointDetector(
+        a.model, preset=a.preset, size=size, device=a.device, providers=providers, threads=a.threads, **kw
+    )
 
 
 def output_names(paths: list[Path]) -> list[str]:
@@ -84,7 +97,9 @@ def _mask_for(mask, img, name: str):
     if mask is None:
         return None
     if mask.shape != img.shape[:2]:
-        raise ConfigError(f"--mask is {mask.shape[0]}x{mask.shape[1]} but {name} is {img.shape[0]}x{img.shape[1]} (HxW); they must match")
+        raise ConfigError(
+            f"--mask is {mask.shape[0]}x{mask.shape[1]} but {name} is {img.shape[0]}x{img.shape[1]} (HxW); they must match"
+        )
     return mask
 
 
@@ -102,7 +117,9 @@ def _cmd_detect(a: argparse.Namespace) -> int:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror or exc}; pass a writable --out") from None
+        raise ConfigError(
+            f"cannot create the output folder {out_dir}: {exc.strerror or exc}; pass a writable --out"
+        ) from None
     mask = _read_mask(a.mask)
     paths = [] if a.video is not None else list_images(a.images)
     det = _detector(a)
@@ -133,7 +150,13 @@ def _cmd_detect(a: argparse.Namespace) -> int:
                     raise OSError(f"OpenCV could not write {png}")
             if a.format == "json":
                 data = out_dir / f"{stem}_kpnet.json"
-                doc = {"image": str(path), "model": str(a.model), "time_ms": round(ms, 3), "working_size": list(kps.meta["working_size"]), **kps.to_dict()}
+                doc = {
+                    "image": str(path),
+                    "model": str(a.model),
+                    "time_ms": round(ms, 3),
+                    "working_size": list(kps.meta["working_size"]),
+                    **kps.to_dict(),
+                }
                 atomic_write_text(data, json.dumps(doc))
             else:
                 data = out_dir / f"{stem}_kpnet.npz"
@@ -207,7 +230,9 @@ def _cmd_info(a: argparse.Namespace) -> int:
         print(f"precision:   {i.precision}")
         print(f"threads:     {i.threads or 'runtime default'}")
         print(f"decoding:    {'in graph ' + json.dumps(i.decode) if i.postprocess_in_graph else 'on the host'}")
-        print(f"defaults:    {json.dumps(i.defaults) if i.defaults else 'none stored (threshold 0, no contrast floor)'}")
+        print(
+            f"defaults:    {json.dumps(i.defaults) if i.defaults else 'none stored (threshold 0, no contrast floor)'}"
+        )
         for k, v in sorted(i.metadata.items()):
             print(f"meta {k}: {v}")
     return EXIT_OK
@@ -215,18 +240,30 @@ def _cmd_info(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="python -m kpnet", description="kpnet keypoint detector", allow_abbrev=False, formatter_class=fmt)
+    p = argparse.ArgumentParser(
+        prog="python -m kpnet", description="kpnet keypoint detector", allow_abbrev=False, formatter_class=fmt
+    )
     p.add_argument("--version", action="version", version=f"kpnet {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def backend_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--device", help="torch device for .pt models: cpu, cuda, cuda:N (default: cpu)")
-        sp.add_argument("--providers", help="ONNX Runtime providers for .onnx, comma-separated: cpu, cuda, tensorrt (default: cpu)")
+        sp.add_argument(
+            "--providers", help="ONNX Runtime providers for .onnx, comma-separated: cpu, cuda, tensorrt (default: cpu)"
+        )
         sp.add_argument("--threads", type=int, help="CPU threads that run the network (default: the runtime's choice)")
 
-    d = sub.add_parser("detect", help="detect keypoints in images or a video; write annotated PNG/MP4 and keypoints", allow_abbrev=False, formatter_class=fmt)
+    d = sub.add_parser(
+        "detect",
+        help="detect keypoints in images or a video; write annotated PNG/MP4 and keypoints",
+        allow_abbrev=False,
+        formatter_class=fmt,
+    )
     d.add_argument("images", nargs="*", help="image files, folders (recursive) or globs such as 'frames/*.png'")
-    d.add_argument("--video", help="a video file or a camera index (0, 1, ...): writes NAME_kpnet.mp4 and NAME_kpnet.jsonl (one line per frame)")
+    d.add_argument(
+        "--video",
+        help="a video file or a camera index (0, 1, ...): writes NAME_kpnet.mp4 and NAME_kpnet.jsonl (one line per frame)",
+    )
     d.add_argument("--max-frames", type=int, help="stop --video after this many frames (default: all)")
     d.add_argument("--model", "-m", required=True, help="model file (.onnx, .pt, .engine)")
     d.add_argument("--out", "-o", default="out", help="output folder")
@@ -234,23 +271,45 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", choices=["vo"], help="named settings: vo = 1000 keypoints on a 12x16 grid, NMS radius 4")
     g.add_argument("--max-keypoints", "-k", type=int, help="at most this many keypoints per image (default 1024)")
     g.add_argument("--nms-radius", type=int, help="non-maximum suppression radius, pixels (default 4)")
-    g.add_argument("--threshold", type=float, help="minimum probability, exclusive (default: the model's calibrated value)")
-    g.add_argument("--min-contrast", type=float, help="local-contrast floor in grey levels (default: the model's calibrated value; 0 = off)")
+    g.add_argument(
+        "--threshold", type=float, help="minimum probability, exclusive (default: the model's calibrated value)"
+    )
+    g.add_argument(
+        "--min-contrast",
+        type=float,
+        help="local-contrast floor in grey levels (default: the model's calibrated value; 0 = off)",
+    )
     g.add_argument("--border", type=int, help="ignore keypoints this close to the edge, pixels (default 4)")
     g.add_argument("--subpixel", action="store_true", help="refine keypoints with a 3x3 quadratic fit")
     g.add_argument("--distribution", choices=["topk", "grid", "anms"], help="how the budget is spread (default: topk)")
-    g.add_argument("--grid", type=_grid, help="ROWSxCOLS for the grid distribution, implies --distribution grid (default 12x16)")
-    g.add_argument("--min-distance", type=float, help="greedy minimum distance between keypoints, pixels, like goodFeaturesToTrack (default: off)")
+    g.add_argument(
+        "--grid", type=_grid, help="ROWSxCOLS for the grid distribution, implies --distribution grid (default 12x16)"
+    )
+    g.add_argument(
+        "--min-distance",
+        type=float,
+        help="greedy minimum distance between keypoints, pixels, like goodFeaturesToTrack (default: off)",
+    )
     g.add_argument("--mask", help="gray image of the frames' size; keypoints only where it is non-zero")
     s = d.add_argument_group("working size (default: the frame's aspect at the model's pixel budget)")
     s.add_argument("--size", help="fixed HxW, e.g. 480x640, or 'native'")
     s.add_argument("--long-side", type=int, help="the frame's aspect with this long side, pixels")
     s.add_argument("--pixels", type=int, help="the frame's aspect with about this many pixels")
-    d.add_argument("--format", choices=["json", "npz"], default="json", help="keypoint file format (json image_size is [width, height])")
+    d.add_argument(
+        "--format",
+        choices=["json", "npz"],
+        default="json",
+        help="keypoint file format (json image_size is [width, height])",
+    )
     backend_args(d)
     d.set_defaults(func=_cmd_detect)
 
-    i = sub.add_parser("info", help="print a model's backend, input shape, precision and metadata", allow_abbrev=False, formatter_class=fmt)
+    i = sub.add_parser(
+        "info",
+        help="print a model's backend, input shape, precision and metadata",
+        allow_abbrev=False,
+        formatter_class=fmt,
+    )
     i.add_argument("model")
     backend_args(i)
     i.set_defaults(func=_cmd_info)

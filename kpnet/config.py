@@ -31,11 +31,7 @@ def round_to_multiple(v: int, m: int) -> int:
 
 
 def _check_hw(name: str, hw: tuple[int, int], stride: int = STRIDE) -> tuple[int, int]:
-    if (
-        not isinstance(hw, (tuple, list))
-        or len(hw) != 2
-        or not all(isinstance(v, int) and v > 0 for v in hw)
-    ):
+    if not isinstance(hw, (tuple, list)) or len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
         raise ConfigError(f"{name} must be (height, width) as two positive ints, got {hw!r}")
     h, w = hw
     if h % stride or w % stride:
@@ -76,19 +72,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
-            raise ConfigError(
-                f"unknown backbone {self.backbone!r}; choose from: {', '.join(BACKBONES)}"
-            )
+            raise ConfigError(f"unknown backbone {self.backbone!r}; choose from: {', '.join(BACKBONES)}")
         if not isinstance(self.fpn_width, int) or isinstance(self.fpn_width, bool) or self.fpn_width < 1:
             raise ConfigError(f"fpn_width must be a positive int, got {self.fpn_width!r}")
         if self.input_norm not in INPUT_NORMS:
-            raise ConfigError(
-                f"unknown input_norm {self.input_norm!r}; choose from: {', '.join(INPUT_NORMS)}"
-            )
+            raise ConfigError(f"unknown input_norm {self.input_norm!r}; choose from: {', '.join(INPUT_NORMS)}")
         if self.downsample not in DOWNSAMPLES or isinstance(self.downsample, bool):
-            raise ConfigError(
-                f"downsample must be one of {', '.join(map(str, DOWNSAMPLES))}, got {self.downsample!r}"
-            )
+            raise ConfigError(f"downsample must be one of {', '.join(map(str, DOWNSAMPLES))}, got {self.downsample!r}")
         if not isinstance(self.cell_head, bool):
             raise ConfigError(f"cell_head must be a bool, got {self.cell_head!r}")
         object.__setattr__(self, "input_size", _check_hw("input_size", tuple(self.input_size), self.stride))
@@ -108,9 +98,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown ModelConfig fields {unknown}; valid fields: {', '.join(sorted(known))}"
-            )
+            raise ConfigError(f"unknown ModelConfig fields {unknown}; valid fields: {', '.join(sorted(known))}")
         d = dict(d)
         d.setdefault("input_norm", "imagenet")  # written before the field existed
         d.setdefault("downsample", 1)
@@ -181,9 +169,7 @@ class DecodeConfig:
         if not isinstance(self.subpixel, bool):
             raise ConfigError(f"subpixel must be a bool, got {self.subpixel!r}")
         if self.distribution not in DISTRIBUTIONS:
-            raise ConfigError(
-                f"unknown distribution {self.distribution!r}; choose from: {', '.join(DISTRIBUTIONS)}"
-            )
+            raise ConfigError(f"unknown distribution {self.distribution!r}; choose from: {', '.join(DISTRIBUTIONS)}")
         if self.grid is None:
             if self.distribution == "grid":
                 object.__setattr__(self, "grid", DEFAULT_GRID)

@@ -51,7 +51,9 @@ def resolve_config(requested: dict[str, Any], info: BackendInfo) -> DecodeConfig
                 f"{key}={req[key]}. Re-export with the value you need or use a model without --with-postprocess"
             )
     if req.get("subpixel"):
-        raise ConfigError(f"{where} decodes inside the graph, which has no sub-pixel refinement; use a model exported without --with-postprocess")
+        raise ConfigError(
+            f"{where} decodes inside the graph, which has no sub-pixel refinement; use a model exported without --with-postprocess"
+        )
     if req.get("distribution", "topk") != "topk" or req.get("min_distance", 0) > 0:
         raise ConfigError(
             f"{where} decodes inside the graph (plain NMS + top-k); distribution='grid'/'anms' "

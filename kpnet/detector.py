@@ -24,7 +24,17 @@ from .sizing import WorkingSize, check_frame_size
 from .types import DEFAULT_KEYPOINT_SIZE, Keypoints
 
 _UNSET: Any = object()
-DECODE_KEYS = ("max_keypoints", "nms_radius", "threshold", "border", "subpixel", "distribution", "grid", "min_distance", "min_contrast")
+DECODE_KEYS = (
+    "max_keypoints",
+    "nms_radius",
+    "threshold",
+    "border",
+    "subpixel",
+    "distribution",
+    "grid",
+    "min_distance",
+    "min_contrast",
+)
 
 #: Named settings. ``vo``: the visual-odometry defaults the README recommends (1000 keypoints
 #: spread on a 12x16 grid, NMS radius 4 px).
@@ -106,8 +116,15 @@ class KeypointDetector:
         warmup: int = 1,
     ) -> None:
         given = dict(
-            max_keypoints=max_keypoints, nms_radius=nms_radius, threshold=threshold, border=border, subpixel=subpixel,
-            distribution=distribution, grid=grid, min_distance=min_distance, min_contrast=min_contrast,
+            max_keypoints=max_keypoints,
+            nms_radius=nms_radius,
+            threshold=threshold,
+            border=border,
+            subpixel=subpixel,
+            distribution=distribution,
+            grid=grid,
+            min_distance=min_distance,
+            min_contrast=min_contrast,
         )
         requested = _with_preset(preset, {k: v for k, v in given.items() if v is not _UNSET})
         resolve_config(requested, _NO_MODEL)  # validate early, before loading anything
@@ -125,16 +142,38 @@ class KeypointDetector:
             raise
 
     @classmethod
-    def from_backend(cls, backend: Backend, *, size: Any = None, keypoint_size: float = DEFAULT_KEYPOINT_SIZE, preset: str | None = None, **decode: Any) -> "KeypointDetector":
+    def from_backend(
+        cls,
+        backend: Backend,
+        *,
+        size: Any = None,
+        keypoint_size: float = DEFAULT_KEYPOINT_SIZE,
+        preset: str | None = None,
+        **decode: Any,
+    ) -> "KeypointDetector":
         """Wrap an already-created backend (anything following the Backend contract)."""
         unknown = sorted(set(decode) - set(DECODE_KEYS))
         if unknown:
             raise ConfigError(f"unknown decoding settings {unknown}; valid: {', '.join(DECODE_KEYS)}")
         self = cls.__new__(cls)
-        self._attach(backend, _with_preset(preset, decode), WorkingSize.coerce(size), explicit_size=size is not None, keypoint_size=keypoint_size)
+        self._attach(
+            backend,
+            _with_preset(preset, decode),
+            WorkingSize.coerce(size),
+            explicit_size=size is not None,
+            keypoint_size=keypoint_size,
+        )
         return self
 
-    def _attach(self, backend: Backend, requested: dict[str, Any], policy: WorkingSize, *, explicit_size: bool, keypoint_size: float) -> None:
+    def _attach(
+        self,
+        backend: Backend,
+        requested: dict[str, Any],
+        policy: WorkingSize,
+        *,
+        explicit_size: bool,
+        keypoint_size: float,
+    ) -> None:
         self.backend = backend
         info = backend.info
         self._requested = dict(requested)
@@ -209,13 +248,27 @@ class KeypointDetector:
         batch = prepared.batch if isinstance(prepared, Prepared) else prepared
         return self.backend.run(batch)
 
-    def decode(self, output: BackendOutput, prepared: Prepared, index: int = 0, *, mask: np.ndarray | None = None, **overrides: Any) -> Keypoints:
+    def decode(
+        self,
+        output: BackendOutput,
+        prepared: Prepared,
+        index: int = 0,
+        *,
+        mask: np.ndarray | None = None,
+        **overrides: Any,
+    ) -> Keypoints:
         """Stage 3: one image of a network output -> Keypoints in the frame's pixels."""
         cfg = self.config_for(**overrides)
         img = prepared.batch[min(index, prepared.batch.shape[0] - 1), 0] if cfg.min_contrast > 0 else None
         return decode_output(
-            output, index, cfg, prepared.resize, image=img, mask=mask,
-            in_graph=self.backend.info.postprocess_in_graph, keypoint_size=self.keypoint_size,
+            output,
+            index,
+            cfg,
+            prepared.resize,
+            image=img,
+            mask=mask,
+            in_graph=self.backend.info.postprocess_in_graph,
+            keypoint_size=self.keypoint_size,
         )
 
     def detect(self, image: Any, mask: np.ndarray | None = None, **overrides: Any) -> Keypoints:
@@ -229,7 +282,9 @@ class KeypointDetector:
         p = self.prepare(image)
         return self.decode(self.infer(p), p, mask=mask, **overrides)
 
-    def detect_batch(self, images: Sequence[Any], masks: Sequence[np.ndarray | None] | None = None, **overrides: Any) -> list[Keypoints]:
+    def detect_batch(
+        self, images: Sequence[Any], masks: Sequence[np.ndarray | None] | None = None, **overrides: Any
+    ) -> list[Keypoints]:
         """Detect keypoints in several images; images with the same working size run as one
         batch when the model allows it."""
         if not isinstance(images, (list, tuple)) or not images:
@@ -257,7 +312,9 @@ class KeypointDetector:
                 out = self.backend.run(batch)
                 whole = Prepared(batch, prepared[chunk[0]].resize)
                 for j, i in enumerate(chunk):
-                    results[i] = self.decode(out, Prepared(whole.batch, prepared[i].resize), j, mask=masks[i], **overrides)
+                    results[i] = self.decode(
+                        out, Prepared(whole.batch, prepared[i].resize), j, mask=masks[i], **overrides
+                    )
         return results  # type: ignore[return-value]
 
     def detect_torch(self, image: Any, mask: np.ndarray | None = None, **overrides: Any) -> Keypoints:
@@ -331,7 +388,9 @@ class Feature2DAdapter:
 
     def __init__(self, detector: KeypointDetector, descriptor: Any = None) -> None:
         if descriptor is not None and not hasattr(descriptor, "compute"):
-            raise ConfigError(f"descriptor must be an OpenCV extractor with compute() (e.g. cv2.ORB_create()), got {type(descriptor).__name__}")
+            raise ConfigError(
+                f"descriptor must be an OpenCV extractor with compute() (e.g. cv2.ORB_create()), got {type(descriptor).__name__}"
+            )
         self.detector = detector
         self.descriptor = descriptor
 
@@ -347,16 +406,21 @@ class Feature2DAdapter:
     def compute(self, image: np.ndarray, keypoints: list, descriptors: Any = None) -> tuple[list, Any]:
         """(keypoints, descriptors) from the descriptor extractor (it may drop keypoints near
         the border, as OpenCV's do)."""
-        import cv2
 
         from .preprocess import to_gray, validate_image
 
         gray = to_gray(validate_image(image))
         if gray.dtype != np.uint8:
             gray = np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return self._need_descriptor("compute").compute(gray, list(keypoints), descriptors) if descriptors is not None else self.descriptor.compute(gray, list(keypoints))
+        return (
+            self._need_descriptor("compute").compute(gray, list(keypoints), descriptors)
+            if descriptors is not None
+            else self.descriptor.compute(gray, list(keypoints))
+        )
 
-    def detectAndCompute(self, image: np.ndarray, mask: np.ndarray | None, descriptors: Any = None, useProvidedKeypoints: bool = False) -> tuple[list, Any]:  # noqa: N802, N803 - OpenCV naming
+    def detectAndCompute(
+        self, image: np.ndarray, mask: np.ndarray | None, descriptors: Any = None, useProvidedKeypoints: bool = False
+    ) -> tuple[list, Any]:  # noqa: N802, N803 - OpenCV naming
         """As ``cv2.Feature2D.detectAndCompute``: kpnet keypoints, then the extractor's descriptors."""
         self._need_descriptor("detectAndCompute")
         return self.compute(image, self.detect(image, mask), descriptors)

@@ -17,7 +17,9 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 
 
-def list_images(sources: str | os.PathLike | Iterable[str | os.PathLike], *, recursive: bool = True, limit: int | None = None) -> list[Path]:
+def list_images(
+    sources: str | os.PathLike | Iterable[str | os.PathLike], *, recursive: bool = True, limit: int | None = None
+) -> list[Path]:
     """Image files named by ``sources``: files (kept as given, any suffix), folders (their
     images, recursively by default) and glob patterns (``"frames/*.png"``, ``"**/*.jpg"``).
     Folder and glob results are sorted by path; duplicates are dropped, first occurrence
@@ -70,6 +72,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a written file gets the usual mode
     tmp_path = Path(tmp)
     try:
         yield tmp_path

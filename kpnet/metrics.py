@@ -22,7 +22,13 @@ def warp_points(xy: np.ndarray, H: np.ndarray) -> np.ndarray:
 def inside(xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """bool [N]: point lies within the image of ``size`` = (w, h) (pixel-centre convention)."""
     w, h = size
-    return (xy[:, 0] >= -0.5) & (xy[:, 0] <= w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= h - 0.5) & np.isfinite(xy).all(axis=1)
+    return (
+        (xy[:, 0] >= -0.5)
+        & (xy[:, 0] <= w - 0.5)
+        & (xy[:, 1] >= -0.5)
+        & (xy[:, 1] <= h - 0.5)
+        & np.isfinite(xy).all(axis=1)
+    )
 
 
 def _min_dists(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

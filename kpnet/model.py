@@ -84,9 +84,7 @@ class KpNet(nn.Module):
         """image [B, 1, H, W] in [0, 1] -> logits [B, 1, H, W]."""
         if not _is_exporting():
             if image.ndim != 4 or image.shape[1] != 1:
-                raise ValueError(
-                    f"KpNet expects a grayscale batch [B, 1, H, W], got shape {tuple(image.shape)}"
-                )
+                raise ValueError(f"KpNet expects a grayscale batch [B, 1, H, W], got shape {tuple(image.shape)}")
             h, w = image.shape[-2:]
             stride = self.config.stride
             if h % stride or w % stride:
@@ -141,8 +139,13 @@ class KpNet(nn.Module):
             return stem(self.normalize(image))
         conv = stem[0]
         x = F.conv2d(
-            self._standardize(image), conv.weight.sum(dim=1, keepdim=True), conv.bias,
-            conv.stride, conv.padding, conv.dilation, conv.groups,
+            self._standardize(image),
+            conv.weight.sum(dim=1, keepdim=True),
+            conv.bias,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
         )
         return stem[2](stem[1](x))
 
@@ -161,7 +164,7 @@ class KpNet(nn.Module):
             raise ModelNotFoundError(
                 f"ImageNet weights for mobilenet_v3_{self.config.backbone} not found at {path}. "
                 f"kpnet never downloads. On a machine with internet, get them with "
-                f"`python -c \"import torchvision; torchvision.models.mobilenet_v3_{self.config.backbone}"
+                f'`python -c "import torchvision; torchvision.models.mobilenet_v3_{self.config.backbone}'
                 f"(weights='IMAGENET1K_V1')\"` (caches {fname} under torch.hub.get_dir()/checkpoints) "
                 f"or download https://download.pytorch.org/models/{fname}, then pass its path."
             )
@@ -173,7 +176,7 @@ class KpNet(nn.Module):
                 continue  # classifier
             idx = int(k.split(".")[1])
             if idx < n:
-                sub[k[len("features."):]] = v
+                sub[k[len("features.") :]] = v
         _strict_load(self.backbone, sub, str(path))
         return self
 
@@ -233,6 +236,7 @@ def _strict_load(module: nn.Module, state_dict: dict[str, torch.Tensor], source:
         if tuple(own[k].shape) != tuple(state_dict[k].shape)
     )
     if missing or unexpected or bad_shape:
+
         def fmt(xs: list[str]) -> str:
             return ", ".join(xs[:8]) + (f" ... ({len(xs)} in all)" if len(xs) > 8 else "")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -28,8 +28,8 @@ def validate_image(image: object) -> np.ndarray:
         hint = ""
         if image.shape[0] in (1, 3, 4):
             hint = (
-                f"; it looks channels-first (CxHxW, as torch uses): OpenCV images are HxWxC, so pass "
-                f"np.ascontiguousarray(image.transpose(1, 2, 0))"
+                "; it looks channels-first (CxHxW, as torch uses): OpenCV images are HxWxC, so pass "
+                "np.ascontiguousarray(image.transpose(1, 2, 0))"
             )
         raise InvalidImageError(
             f"image has {image.shape[2]} channels (shape {image.shape}); expected 1, 3 (BGR) or 4 (BGRA){hint}"
@@ -48,7 +48,11 @@ def validate_image(image: object) -> np.ndarray:
         return image
     raise InvalidImageError(
         f"image dtype {image.dtype} is not supported; expected uint8 (0-255) or float32/float64 in [0, 1]"
-        + (" (convert 16-bit images with (img / 257).astype(np.uint8) or img / 65535.0)" if image.dtype == np.uint16 else "")
+        + (
+            " (convert 16-bit images with (img / 257).astype(np.uint8) or img / 65535.0)"
+            if image.dtype == np.uint16
+            else ""
+        )
     )
 
 
@@ -96,7 +100,7 @@ class Resize:
         return out
 
 
-SizeSpec = Union[tuple[int, int], Callable[[tuple[int, int]], tuple[int, int]]]
+SizeSpec = tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]]
 
 
 def prepare(image: object, size_hw: SizeSpec) -> tuple[np.ndarray, Resize]:

@@ -21,7 +21,9 @@ DetectFn = Callable[[np.ndarray, "np.ndarray | None", int], np.ndarray]
 CLASSICAL = ("gftt", "fast", "orb")
 
 
-def make_detector(name: str, *, nms_radius: int = 4, grid: tuple[int, int] = (8, 10), threads: int | None = None) -> DetectFn:
+def make_detector(
+    name: str, *, nms_radius: int = 4, grid: tuple[int, int] = (8, 10), threads: int | None = None
+) -> DetectFn:
     """A detect function: 'gftt', 'fast', 'orb' (OpenCV, from :mod:`kpnet.baselines`, spaced
     by greedy suppression to ``nms_radius`` px), or a kpnet model path (grid distribution)."""
     if name in CLASSICAL:
@@ -51,7 +53,9 @@ def make_detector(name: str, *, nms_radius: int = 4, grid: tuple[int, int] = (8,
     return kpnet
 
 
-def track_points(prev: np.ndarray, cur: np.ndarray, pts: np.ndarray, *, win: int = 21, levels: int = 3, fb_threshold: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def track_points(
+    prev: np.ndarray, cur: np.ndarray, pts: np.ndarray, *, win: int = 21, levels: int = 3, fb_threshold: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Pyramidal LK from ``prev`` to ``cur`` with a forward-backward check.
 
     Returns the tracked points float32 [N, 2] and bool [N], True where the point was found
@@ -125,7 +129,9 @@ class FrontEnd:
         t0 = time.perf_counter()
         tracked = lost = 0
         if self.prev is not None and len(self.pts):
-            p1, good = track_points(self.prev, gray, self.pts, win=c.lk_window, levels=c.lk_levels, fb_threshold=c.fb_threshold)
+            p1, good = track_points(
+                self.prev, gray, self.pts, win=c.lk_window, levels=c.lk_levels, fb_threshold=c.fb_threshold
+            )
             if good.sum() >= 8:
                 _, inl = cv2.findFundamentalMat(self.pts[good], p1[good], cv2.FM_RANSAC, c.ransac_threshold, 0.999)
                 if inl is not None:
@@ -171,7 +177,9 @@ class FrontEnd:
         return img
 
 
-def redetection_rate(prev: np.ndarray, cur: np.ndarray, xy_prev: np.ndarray, xy_cur: np.ndarray, radius: float = 2.0) -> float:
+def redetection_rate(
+    prev: np.ndarray, cur: np.ndarray, xy_prev: np.ndarray, xy_cur: np.ndarray, radius: float = 2.0
+) -> float:
     """Fraction of ``xy_prev`` whose LK-tracked position (forward-backward checked) has a
     detection of the next frame within ``radius`` px; points lost by LK count as failures."""
     if len(xy_prev) == 0:

@@ -66,5 +66,7 @@ def tiny_onnx_pp(tiny_ckpt) -> Path:
     from kpnet.config import DecodeConfig
 
     out = tiny_ckpt.with_name("tiny_pp.onnx")
-    export_onnx(tiny_ckpt, out, ExportOptions(exporter="dynamo", decode=DecodeConfig(max_keypoints=200, nms_radius=3, border=4)))
+    export_onnx(
+        tiny_ckpt, out, ExportOptions(exporter="dynamo", decode=DecodeConfig(max_keypoints=200, nms_radius=3, border=4))
+    )
     return out

@@ -17,7 +17,9 @@ from kpnet.errors import (
 def test_unknown_suffix(tmp_path):
     p = tmp_path / "model.tflite"
     p.write_bytes(b"x")
-    with pytest.raises(UnsupportedModelError, match=r"unknown model file type '.tflite'.*supported: .engine, .onnx, .plan, .pt, .pth"):
+    with pytest.raises(
+        UnsupportedModelError, match=r"unknown model file type '.tflite'.*supported: .engine, .onnx, .plan, .pt, .pth"
+    ):
         create_backend(p)
 
 
@@ -53,10 +55,15 @@ def test_unknown_and_unavailable_provider(tiny_onnx):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA provider is available here; the unavailable-provider path cannot be exercised")
-    with pytest.raises(ProviderUnavailableError, match=r"'cuda' \(CUDAExecutionProvider\) is not available.*pip install onnxruntime-gpu \(in a kpnet clone: pip install -e '.\[gpu\]'\)"):
+    with pytest.raises(
+        ProviderUnavailableError,
+        match=r"'cuda' \(CUDAExecutionProvider\) is not available.*pip install onnxruntime-gpu \(in a kpnet clone: pip install -e '.\[gpu\]'\)",
+    ):
         create_backend(tiny_onnx, providers=["cuda"])
     # an unknown name lists the valid ones
-    with pytest.raises(ConfigError, match=r"unknown ONNX Runtime provider 'gpu'; valid names: cpu, cuda, tensorrt, trt"):
+    with pytest.raises(
+        ConfigError, match=r"unknown ONNX Runtime provider 'gpu'; valid names: cpu, cuda, tensorrt, trt"
+    ):
         create_backend(tiny_onnx, providers=["gpu"])
 
 
@@ -78,11 +85,15 @@ def test_wrong_option_for_backend(tiny_onnx, tiny_ckpt):
 
 def test_input_check_names_tensor(tiny_onnx_fixed, tiny_onnx):
     with create_backend(tiny_onnx) as be:
-        with pytest.raises(ConfigError, match=r"input tensor 'image' is 100x160 \(HxW\); the model needs multiples of 32"):
+        with pytest.raises(
+            ConfigError, match=r"input tensor 'image' is 100x160 \(HxW\); the model needs multiples of 32"
+        ):
             be.run(np.zeros((1, 1, 100, 160), np.float32))
     with create_backend(tiny_onnx_fixed) as be:
         assert be.info.input_shape == (None, 1, 128, 160)
-        with pytest.raises(ValueError, match=r"input tensor 'image' has shape \(1, 1, 64, 64\); the model expects \?x1x128x160"):
+        with pytest.raises(
+            ValueError, match=r"input tensor 'image' has shape \(1, 1, 64, 64\); the model expects \?x1x128x160"
+        ):
             be.run(np.zeros((1, 1, 64, 64), np.float32))
         with pytest.raises(ValueError, match="must be a float32"):
             be.run(np.zeros((1, 1, 128, 160), np.float64))

@@ -14,7 +14,9 @@ class ImageAsHeatmap(BaseBackend):
 
     def __init__(self, size=(96, 128)):
         super().__init__()
-        self.info = BackendInfo(name="fake", model_path="fake", input_shape=(None, 1, *size), input_size=size, device="cpu")
+        self.info = BackendInfo(
+            name="fake", model_path="fake", input_shape=(None, 1, *size), input_size=size, device="cpu"
+        )
 
     def _run_impl(self, batch):
         return BackendOutput(heatmap=(batch * 20.0 - 10.0).astype(np.float32))

@@ -22,7 +22,9 @@ def test_metadata_and_checker(tiny_onnx):
     ops = {n.op_type for n in m.graph.node}
     # The bicubic upsampling is traced as Pad + Conv + DepthToSpace, not a slow cubic Resize.
     assert "DepthToSpace" in ops
-    assert not any(n.op_type == "Resize" and any(a.name == "mode" and a.s == b"cubic" for a in n.attribute) for n in m.graph.node)
+    assert not any(
+        n.op_type == "Resize" and any(a.name == "mode" and a.s == b"cubic" for a in n.attribute) for n in m.graph.node
+    )
 
 
 def test_in_graph_metadata(tiny_onnx_pp):
@@ -48,7 +50,9 @@ def test_custom_size(tiny_ckpt, tmp_path):
     export_onnx(tiny_ckpt, out, ExportOptions(input_size=(96, 128), exporter="torchscript", calibrate=False))
     with create_backend(out) as be:
         assert be.info.input_shape == (None, 1, None, None) and be.info.input_size == (96, 128)
-    export_onnx(tiny_ckpt, out, ExportOptions(input_size=(96, 128), dynamic_hw=False, exporter="torchscript", calibrate=False))
+    export_onnx(
+        tiny_ckpt, out, ExportOptions(input_size=(96, 128), dynamic_hw=False, exporter="torchscript", calibrate=False)
+    )
     with create_backend(out) as be:
         assert be.info.input_shape == (None, 1, 96, 128)
 
@@ -112,12 +116,16 @@ def test_fast_variant_exports_and_detects_in_original_pixels(tmp_path, sample_bg
     m = onnx.load(str(out))
     cfg = json.loads({p.key: p.value for p in m.metadata_props}["kpnet_model_config"])
     assert cfg["downsample"] == 2 and cfg["cell_head"] is True
-    assert not any(n.op_type == "Resize" and any(a.name == "mode" and a.s == b"cubic" for a in n.attribute) for n in m.graph.node)
+    assert not any(
+        n.op_type == "Resize" and any(a.name == "mode" and a.s == b"cubic" for a in n.attribute) for n in m.graph.node
+    )
     with KeypointDetector(ckpt, max_keypoints=200) as dt, KeypointDetector(out, max_keypoints=200) as do:
         assert do.input_size == (128, 192) and do.stride == 64
         ht, ho = dt.heatmap(sample_bgr), do.heatmap(sample_bgr)
         # a 512x512 frame at the 128x192 pixel budget, rounded to multiples of 64
-        assert ht.shape == ho.shape == do.working_size(sample_bgr.shape[:2]) == (128, 128) and np.abs(ht - ho).max() < 1e-4
+        assert (
+            ht.shape == ho.shape == do.working_size(sample_bgr.shape[:2]) == (128, 128) and np.abs(ht - ho).max() < 1e-4
+        )
         kt, ko = dt.detect(sample_bgr), do.detect(sample_bgr)
     assert len(kt) == len(ko) >= 50
     np.testing.assert_allclose(kt.xy, ko.xy, atol=1e-3)

@@ -42,7 +42,9 @@ def test_aggregation_equals_upsample_sum_then_conv(norm):
             if i in m.taps:
                 feats[f"p{len(feats)}"] = z
         levels = list(m.fpn(feats).values())
-        agg = levels[0] + sum(F.interpolate(l, size=levels[0].shape[-2:], mode="bilinear", align_corners=False) for l in levels[1:])
+        agg = levels[0] + sum(
+            F.interpolate(lvl, size=levels[0].shape[-2:], mode="bilinear", align_corners=False) for lvl in levels[1:]
+        )
         ref = F.interpolate(m.head(agg), scale_factor=4, mode="bicubic", align_corners=False)
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
 

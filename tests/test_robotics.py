@@ -29,7 +29,9 @@ def test_mask_excludes_regions(det_factory, sample_bgr):
     assert len(kps) > 20
     xi, yi = np.rint(kps.xy[:, 0]).astype(int), np.rint(kps.xy[:, 1]).astype(int)
     assert (mask[yi, xi] > 0).all()
-    with pytest.raises(ValueError, match="mask must be a 2-D uint8 or bool numpy array of the image's size 512x512, got \\(10, 10\\)"):
+    with pytest.raises(
+        ValueError, match="mask must be a 2-D uint8 or bool numpy array of the image's size 512x512, got \\(10, 10\\)"
+    ):
         det.detect(sample_bgr, mask=np.ones((10, 10), np.uint8))
     with pytest.raises(ValueError, match="mask dtype must be uint8 or bool"):
         det.detect(sample_bgr, mask=np.ones(sample_bgr.shape[:2], np.float32))
@@ -44,7 +46,9 @@ def test_grid_quota_and_budget():
     rows, cols, k = 3, 4, 60
     sel = grid_select(xy, vals, (h, w), (rows, cols), k)
     assert len(sel) == k  # enough candidates: the budget is met
-    cell = np.minimum((xy[:, 1] * rows / h).astype(int), rows - 1) * cols + np.minimum((xy[:, 0] * cols / w).astype(int), cols - 1)
+    cell = np.minimum((xy[:, 1] * rows / h).astype(int), rows - 1) * cols + np.minimum(
+        (xy[:, 0] * cols / w).astype(int), cols - 1
+    )
     counts = np.bincount(cell, minlength=rows * cols)
     got = np.bincount(cell[sel], minlength=rows * cols)
     # Sparse cells give all they have; dense cells share the rest at an equal quota.
@@ -64,9 +68,11 @@ def test_grid_and_anms_spread_more_than_topk():
     rng = np.random.default_rng(1)
     heat = rng.normal(size=(96, 128)).astype(np.float32)
     heat[:30, :40] += 3.0  # a very textured corner hogs the top-k
+
     def spread(cfg):
         xy, _ = decode(heat, cfg)
         return len(xy), np.unique((xy[:, 1] // 24) * 10 + xy[:, 0] // 32).size
+
     base = dict(max_keypoints=60, nms_radius=2, border=0)
     n_top, cells_top = spread(DecodeConfig(**base))
     n_grid, cells_grid = spread(DecodeConfig(**base, distribution="grid", grid=(4, 4)))

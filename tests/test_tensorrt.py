@@ -94,7 +94,19 @@ def test_help_works_without_tensorrt(monkeypatch, capsys):
         trt_cli.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--fp16", "--int8", "--best", "--calib-images", "--min", "--opt", "--max", "--workspace", "--timing-cache", "--with-postprocess", "--max-keypoints"):
+    for flag in (
+        "--fp16",
+        "--int8",
+        "--best",
+        "--calib-images",
+        "--min",
+        "--opt",
+        "--max",
+        "--workspace",
+        "--timing-cache",
+        "--with-postprocess",
+        "--max-keypoints",
+    ):
         assert flag in out
 
 
@@ -133,7 +145,9 @@ def test_k_over_tensorrt_limit_and_missing_files(tiny_ckpt, tmp_path, monkeypatc
 
     with pytest.raises(ValueError, match=rf"--max-keypoints 5000 exceeds TensorRT's TopK limit of {TENSORRT_MAX_TOPK}"):
         TrtBuildOptions(source=tiny_ckpt, with_postprocess=True, max_keypoints=5000)
-    TrtBuildOptions(source=tiny_ckpt, with_postprocess=True, max_keypoints=TENSORRT_MAX_TOPK)  # the limit itself is fine
+    TrtBuildOptions(
+        source=tiny_ckpt, with_postprocess=True, max_keypoints=TENSORRT_MAX_TOPK
+    )  # the limit itself is fine
     assert main([str(tiny_ckpt), "--with-postprocess", "--max-keypoints", "3841"]) == 2
     assert "TopK limit of 3840" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.onnx")]) == 2
@@ -155,9 +169,21 @@ def test_precision_and_rebuild_command(tiny_onnx, tmp_path):
     assert o.precision == "fp32" and o.output == tiny_onnx.with_suffix(".engine")
     assert TrtBuildOptions(source=tiny_onnx, fp16=True).precision == "fp16"
     assert TrtBuildOptions(source=tiny_onnx, fp16=True, int8=True, calib_images=tmp_path).precision == "best"
-    o = TrtBuildOptions(source=tiny_onnx, fp16=True, min_shape=(1, 128, 160), opt_shape=(2, 128, 160), max_shape=(4, 128, 160), timing_cache=tmp_path / "t.cache")
+    o = TrtBuildOptions(
+        source=tiny_onnx,
+        fp16=True,
+        min_shape=(1, 128, 160),
+        opt_shape=(2, 128, 160),
+        max_shape=(4, 128, 160),
+        timing_cache=tmp_path / "t.cache",
+    )
     cmd = o.rebuild_command()
-    assert cmd.startswith("python -m export.trt ") and "--fp16" in cmd and "--max 4x128x160" in cmd and "--timing-cache" in cmd
+    assert (
+        cmd.startswith("python -m export.trt ")
+        and "--fp16" in cmd
+        and "--max 4x128x160" in cmd
+        and "--timing-cache" in cmd
+    )
 
 
 def test_profile_resolution_against_the_onnx(tiny_onnx_fixed, tmp_path):
@@ -171,15 +197,25 @@ def test_profile_resolution_against_the_onnx(tiny_onnx_fixed, tmp_path):
     assert (p.min, p.opt, p.max) == ((1, 1, 128, 160), (1, 1, 128, 160), (8, 1, 128, 160))
     p = resolve_profile(TrtBuildOptions(source=tiny_onnx, static=True), facts)
     assert p.is_static and p.min == (1, 1, 128, 160)
-    p = resolve_profile(TrtBuildOptions(source=tiny_onnx, min_shape=(1, 128, 160), opt_shape=(2, 128, 160), max_shape=(4, 128, 160)), facts)
+    p = resolve_profile(
+        TrtBuildOptions(source=tiny_onnx, min_shape=(1, 128, 160), opt_shape=(2, 128, 160), max_shape=(4, 128, 160)),
+        facts,
+    )
     assert p.opt == (2, 1, 128, 160) and p.contains((3, 1, 128, 160)) and not p.contains((5, 1, 128, 160))
     with pytest.raises(ValueError, match="fixed height of 128.*--dynamic-hw"):
-        resolve_profile(TrtBuildOptions(source=tiny_onnx, min_shape=(1, 128, 160), opt_shape=(1, 256, 160), max_shape=(1, 256, 160)), facts)
+        resolve_profile(
+            TrtBuildOptions(
+                source=tiny_onnx, min_shape=(1, 128, 160), opt_shape=(1, 256, 160), max_shape=(1, 256, 160)
+            ),
+            facts,
+        )
     # a fast-variant model (input pooled 2x2) needs multiples of 64; 128x160 is not one
     import dataclasses
 
     cfg = json.loads(facts.metadata["kpnet_model_config"])
-    fast = dataclasses.replace(facts, metadata={**facts.metadata, "kpnet_model_config": json.dumps({**cfg, "downsample": 2})})
+    fast = dataclasses.replace(
+        facts, metadata={**facts.metadata, "kpnet_model_config": json.dumps({**cfg, "downsample": 2})}
+    )
     with pytest.raises(ValueError, match="pools its input 2x, so height and width must be multiples of 64"):
         resolve_profile(TrtBuildOptions(source=tiny_onnx), fast)
 
@@ -238,12 +274,28 @@ def test_metadata_round_trip(tmp_path):
     assert got == meta
     assert got.input_size == (480, 640) and got.input_shape == (None, 1, 480, 640)
     doc = json.loads(side.read_text())
-    for key in ("kpnet_version", "model_config", "input_name", "output_names", "profiles", "precision", "postprocess_in_graph", "decode", "tensorrt_version", "gpu", "built_at"):
+    for key in (
+        "kpnet_version",
+        "model_config",
+        "input_name",
+        "output_names",
+        "profiles",
+        "precision",
+        "postprocess_in_graph",
+        "decode",
+        "tensorrt_version",
+        "gpu",
+        "built_at",
+    ):
         assert key in doc
     assert doc["gpu"] == {"name": "NVIDIA Jetson Orin", "compute_capability": "8.7"}
     assert all(isinstance(v, str) for v in got.flat().values())
     # in-graph decoding round-trips too, and K is checked against TensorRT's limit
-    pp = _meta(output_names=("keypoints", "scores", "counts"), postprocess_in_graph=True, decode=DecodeConfig(max_keypoints=512).to_dict())
+    pp = _meta(
+        output_names=("keypoints", "scores", "counts"),
+        postprocess_in_graph=True,
+        decode=DecodeConfig(max_keypoints=512).to_dict(),
+    )
     write_engine_metadata(engine, pp)
     assert read_engine_metadata(engine).decode["max_keypoints"] == 512
     with pytest.raises(ValueError, match="max_keypoints in 1..3840"):
@@ -255,7 +307,9 @@ def test_metadata_round_trip(tmp_path):
 def test_metadata_missing_corrupt_or_stale(tmp_path):
     engine = tmp_path / "student.engine"
     engine.write_bytes(b"engine bytes")
-    with pytest.raises(ModelLoadError, match=r"no kpnet metadata sidecar \(student.engine.json\).*python -m export.trt"):
+    with pytest.raises(
+        ModelLoadError, match=r"no kpnet metadata sidecar \(student.engine.json\).*python -m export.trt"
+    ):
         read_engine_metadata(engine)
     sidecar_path(engine).write_text("{not json")
     with pytest.raises(ModelLoadError, match="cannot read the engine metadata.*Rebuild"):
@@ -279,7 +333,10 @@ def test_engine_from_another_tensorrt_is_refused():
     msg = str(e.value)
     assert "student.engine was built with TensorRT 10.3.0 but 11.4.0 is installed" in msg
     assert "rebuild it with: python -m export.trt student.onnx -o student.engine --fp16" in msg.lower()
-    with pytest.raises(EngineIncompatibleError, match=r"compute capability 8.7\) but this GPU has compute capability 9.0.*Rebuild it on this machine"):
+    with pytest.raises(
+        EngineIncompatibleError,
+        match=r"compute capability 8.7\) but this GPU has compute capability 9.0.*Rebuild it on this machine",
+    ):
         check_engine_compatible(meta, "10.3.0", compute_capability="9.0")
 
 
@@ -299,9 +356,14 @@ def test_backend_error_order(tmp_path, no_tensorrt):
     with pytest.raises(ModelLoadError, match="no kpnet metadata sidecar.*python -m export.trt"):
         create_backend(bare)
     engine = _engine_with_sidecar(tmp_path)
-    with pytest.raises(MissingDependencyError, match=r"pip install tensorrt \(in a kpnet clone: pip install -e '.\[gpu\]'\)"):
+    with pytest.raises(
+        MissingDependencyError, match=r"pip install tensorrt \(in a kpnet clone: pip install -e '.\[gpu\]'\)"
+    ):
         create_backend(engine)
-    with pytest.raises(ModelNotFoundError, match=r"model file not found: .*missing.engine. Build a TensorRT engine .*python -m export.trt MODEL.onnx"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"model file not found: .*missing.engine. Build a TensorRT engine .*python -m export.trt MODEL.onnx",
+    ):
         create_backend(tmp_path / "missing.engine")
     with pytest.raises(ValueError, match="providers=.*only apply to .onnx"):
         create_backend(engine, providers=["cuda"])
@@ -335,7 +397,9 @@ def test_onnxruntime_tensorrt_provider_caches_engines(tmp_path, monkeypatch):
     assert trt_opts["trt_engine_cache_enable"] is True and trt_opts["trt_engine_cache_path"] == str(tmp_path / "cache")
     assert "trt_fp16_enable" not in trt_opts  # precision is never changed silently
     assert (tmp_path / "cache").is_dir()
-    (_, opts), = resolve_providers([("tensorrt", {"trt_fp16_enable": True, "trt_engine_cache_path": str(tmp_path / "mine")})], avail)
+    ((_, opts),) = resolve_providers(
+        [("tensorrt", {"trt_fp16_enable": True, "trt_engine_cache_path": str(tmp_path / "mine")})], avail
+    )
     assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_path"] == str(tmp_path / "mine")
     assert resolve_providers(["cpu"], avail) == ["CPUExecutionProvider"]
 
@@ -368,7 +432,9 @@ def _check_tensorrt_ops(path: Path) -> set[str]:
     for n in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         if n.op_type == "Resize":
-            assert attrs.get("mode", b"nearest") in (b"nearest", b"linear"), f"{n.name}: TensorRT Resize supports nearest/linear"
+            assert attrs.get("mode", b"nearest") in (b"nearest", b"linear"), (
+                f"{n.name}: TensorRT Resize supports nearest/linear"
+            )
         if n.op_type == "TopK":
             assert n.input[1] in consts, f"{n.name}: TensorRT needs a constant K"
             assert int(np.asarray(consts[n.input[1]]).reshape(-1)[0]) <= TENSORRT_MAX_TOPK
@@ -445,7 +511,10 @@ def test_qdq_int8_runs_on_cpu_and_agrees_with_fp32(tiny_onnx, tiny_qdq):
     from kpnet.metrics import repeatability
 
     img = cv2.imread(str(SAMPLE), cv2.IMREAD_COLOR)
-    with KeypointDetector(tiny_onnx, threads=1) as fp32, KeypointDetector(tiny_qdq, threads=1, providers=["cpu"]) as int8:
+    with (
+        KeypointDetector(tiny_onnx, threads=1) as fp32,
+        KeypointDetector(tiny_qdq, threads=1, providers=["cpu"]) as int8,
+    ):
         assert int8.info.precision == "int8" and int8.info.device == "CPUExecutionProvider"
         a, b = fp32.detect(img), int8.detect(img)
     assert len(a) > 50 and len(b) > 50
@@ -495,8 +564,13 @@ def test_device_preprocessing_matches_host(sample_bgr):
     from kpnet.device import preprocess_device, to_device_image
     from kpnet.preprocess import prepare
 
-    for img, size in ((sample_bgr, TINY_HW), (sample_bgr, (480, 640)), (cv2.cvtColor(sample_bgr, cv2.COLOR_BGR2GRAY), (256, 256)),
-                      (sample_bgr[:100, :120].astype(np.float32) / 255.0, (128, 160)), (sample_bgr, (96, 640))):
+    for img, size in (
+        (sample_bgr, TINY_HW),
+        (sample_bgr, (480, 640)),
+        (cv2.cvtColor(sample_bgr, cv2.COLOR_BGR2GRAY), (256, 256)),
+        (sample_bgr[:100, :120].astype(np.float32) / 255.0, (128, 160)),
+        (sample_bgr, (96, 640)),
+    ):
         ref, rs_ref = prepare(img, size)
         got, rs = preprocess_device(to_device_image(img, "cpu"), size)
         assert got.shape == (1, 1, *size) and got.dtype == torch.float32 and rs == rs_ref
@@ -522,7 +596,9 @@ def test_torch_frames_decode_on_the_device_like_host_frames(tiny_ckpt, sample_bg
     assert rep.repeatability > 0.9, rep
     # the contrast gate runs on the device too: a flat frame gives nothing either way
     flat = np.full((256, 320), 90, np.uint8)
-    assert len(det.detect(flat, min_contrast=1.0)) == 0 and len(det.detect(torch.from_numpy(flat), min_contrast=1.0)) == 0
+    assert (
+        len(det.detect(flat, min_contrast=1.0)) == 0 and len(det.detect(torch.from_numpy(flat), min_contrast=1.0)) == 0
+    )
     # anything else than plain top-k decodes on the host and comes back as tensors
     g = det.detect(torch.from_numpy(sample_bgr), distribution="grid", grid=(2, 2), max_keypoints=40)
     assert g.is_torch and len(g) == 40
@@ -539,10 +615,39 @@ def engines(tiny_onnx, tiny_ckpt, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("engines")
     cache = d / "timing.cache"
-    heat = build_engine(TrtBuildOptions(source=tiny_onnx, output=d / "tiny.engine", min_shape=(1, 128, 160), opt_shape=(2, 128, 160), max_shape=(4, 128, 160), timing_cache=cache))
+    heat = build_engine(
+        TrtBuildOptions(
+            source=tiny_onnx,
+            output=d / "tiny.engine",
+            min_shape=(1, 128, 160),
+            opt_shape=(2, 128, 160),
+            max_shape=(4, 128, 160),
+            timing_cache=cache,
+        )
+    )
     assert cache.is_file() and cache.stat().st_size > 0
-    dyn = build_engine(TrtBuildOptions(source=tiny_ckpt, output=d / "tiny_dyn.engine", min_shape=(1, 96, 128), opt_shape=(1, 128, 160), max_shape=(2, 192, 256), timing_cache=cache, exporter="torchscript"))
-    pp = build_engine(TrtBuildOptions(source=tiny_ckpt, output=d / "tiny_pp.engine", with_postprocess=True, max_keypoints=200, nms_radius=3, border=4, static=True))
+    dyn = build_engine(
+        TrtBuildOptions(
+            source=tiny_ckpt,
+            output=d / "tiny_dyn.engine",
+            min_shape=(1, 96, 128),
+            opt_shape=(1, 128, 160),
+            max_shape=(2, 192, 256),
+            timing_cache=cache,
+            exporter="torchscript",
+        )
+    )
+    pp = build_engine(
+        TrtBuildOptions(
+            source=tiny_ckpt,
+            output=d / "tiny_pp.engine",
+            with_postprocess=True,
+            max_keypoints=200,
+            nms_radius=3,
+            border=4,
+            static=True,
+        )
+    )
     return {"heat": heat.engine, "dyn": dyn.engine, "pp": pp.engine, "d": d}
 
 
@@ -556,12 +661,19 @@ def test_gpu_engine_parity_with_onnxruntime(engines, tiny_onnx, sample_bgr):
     meta = read_engine_metadata(engines["heat"], verify_hash=True)
     assert meta.precision == "fp32" and meta.compute_capability and meta.tensorrt_version
     with create_backend(engines["heat"]) as be, create_backend(tiny_onnx) as ort:
-        assert be.info.name == "tensorrt" and be.info.input_shape == (None, 1, 128, 160) and be.info.input_size == (128, 160)
+        assert (
+            be.info.name == "tensorrt"
+            and be.info.input_shape == (None, 1, 128, 160)
+            and be.info.input_size == (128, 160)
+        )
         x = np.random.default_rng(0).random((2, 1, 128, 160), dtype=np.float32)
         a, b = be.run(x).heatmap, ort.run(x).heatmap
         assert a.shape == b.shape == (2, 1, 128, 160)
         assert np.abs(a - b).max() < 5e-2 * max(1.0, np.abs(b).max())  # TF32 convolutions
-    with KeypointDetector(engines["heat"], max_keypoints=300) as trt_det, KeypointDetector(tiny_onnx, max_keypoints=300) as ort_det:
+    with (
+        KeypointDetector(engines["heat"], max_keypoints=300) as trt_det,
+        KeypointDetector(tiny_onnx, max_keypoints=300) as ort_det,
+    ):
         ka, kb = trt_det.detect(sample_bgr), ort_det.detect(sample_bgr)
     agree, _ = keypoint_agreement(kb.xy, ka.xy, tol=1.0)
     assert agree > 0.95
@@ -599,7 +711,12 @@ def test_gpu_device_path_zero_copy_and_in_graph_decoding(engines, tiny_onnx_pp, 
     with KeypointDetector(engines["heat"], max_keypoints=100) as det:
         frame = torch.from_numpy(sample_bgr).cuda()
         kps = det.detect_batch([frame, frame])
-        assert len(kps) == 2 and len(kps[0]) == 100 and kps[0].xy.is_cuda and kps[0].image_size == (sample_bgr.shape[1], sample_bgr.shape[0])
+        assert (
+            len(kps) == 2
+            and len(kps[0]) == 100
+            and kps[0].xy.is_cuda
+            and kps[0].image_size == (sample_bgr.shape[1], sample_bgr.shape[0])
+        )
     with KeypointDetector(engines["pp"]) as trt_det, KeypointDetector(tiny_onnx_pp) as ort_det:
         assert trt_det.info.postprocess_in_graph and trt_det.config.max_keypoints == 200
         a, b = trt_det.detect(sample_bgr), ort_det.detect(sample_bgr)

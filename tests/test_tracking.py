@@ -30,7 +30,9 @@ def frames(sample_bgr):
     out = []
     for dx, dy in SHIFTS:
         M = np.float32([[1, 0, dx], [0, 1, dy]])
-        out.append(cv2.warpAffine(big, M, (400, 400), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)[40:280, 40:360])
+        out.append(
+            cv2.warpAffine(big, M, (400, 400), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)[40:280, 40:360]
+        )
     return out
 
 
@@ -84,7 +86,9 @@ def test_track_example_end_to_end(frames, frames_dir, tmp_path, capsys):
     d = frames_dir
     track = _load(ROOT / "examples" / "track.py", "track")
     out = tmp_path / "t.mp4"
-    assert track.main([str(d), "--detector", "fast", "--out", str(out), "--max-tracks", "100", "--min-tracks", "50"]) == 0
+    assert (
+        track.main([str(d), "--detector", "fast", "--out", str(out), "--max-tracks", "100", "--min-tracks", "50"]) == 0
+    )
     text = capsys.readouterr().out
     assert "tracks:" in text and "median track" in text
     cap = cv2.VideoCapture(str(out))
@@ -99,7 +103,12 @@ def test_stability_benchmark(frames, frames_dir, tmp_path, tiny_onnx):
     d = frames_dir
     stab = _load(ROOT / "benchmarks" / "stability.py", "stability")
     out = tmp_path / "s"
-    assert stab.main([str(d), "--model", str(tiny_onnx), "--baselines", "gftt", "-k", "100", "--out", str(out), "--threads", "1"]) == 0
+    assert (
+        stab.main(
+            [str(d), "--model", str(tiny_onnx), "--baselines", "gftt", "-k", "100", "--out", str(out), "--threads", "1"]
+        )
+        == 0
+    )
     res = json.loads((out / "stability.json").read_text())["results"]
     assert set(res) == {"tiny.onnx", "gftt"}
     g = res["gftt"]

@@ -106,7 +106,9 @@ class BackendOutput:
         return any(_is_torch(v) for v in (self.heatmap, self.keypoints, self.scores, self.counts))
 
     def _map(self, fn) -> "BackendOutput":
-        return BackendOutput(*(None if v is None else fn(v) for v in (self.heatmap, self.keypoints, self.scores, self.counts)))
+        return BackendOutput(
+            *(None if v is None else fn(v) for v in (self.heatmap, self.keypoints, self.scores, self.counts))
+        )
 
     def numpy(self) -> "BackendOutput":
         """Host copy (no-op for numpy outputs)."""
@@ -203,9 +205,7 @@ def check_batch(batch: Any, shape: tuple[int | None, ...], name: str = "image", 
         want = "x".join("?" if s is None else str(s) for s in shape)
         raise ConfigError(f"input tensor '{name}' has shape {dims}; the model expects {want}")
     if stride > 1 and len(dims) == 4 and (dims[2] % stride or dims[3] % stride):
-        raise ConfigError(
-            f"input tensor '{name}' is {dims[2]}x{dims[3]} (HxW); the model needs multiples of {stride}"
-        )
+        raise ConfigError(f"input tensor '{name}' is {dims[2]}x{dims[3]} (HxW); the model needs multiples of {stride}")
 
 
 def parse_metadata(meta: dict[str, str]) -> tuple[tuple[int, int] | None, bool, dict[str, Any] | None]:

@@ -39,7 +39,12 @@ def default_provider_options(full: str) -> dict[str, Any]:
     ("tensorrt", {"trt_fp16_enable": True}) to opt in. User options override these."""
     if full == "TensorrtExecutionProvider":
         cache = _trt_cache_dir()
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache, "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+        return {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": cache,
+        }
     if full == "CUDAExecutionProvider":
         return {"cudnn_conv_algo_search": "EXHAUSTIVE"}
     return {}
@@ -53,7 +58,7 @@ def resolve_providers(providers: Sequence[ProviderSpec] | None, available: Seque
         providers = [providers]
     out: list[ProviderSpec] = []
     for p in providers:
-        name, opts = (p if isinstance(p, tuple) else (p, None))
+        name, opts = p if isinstance(p, tuple) else (p, None)
         full = PROVIDER_ALIASES.get(str(name).lower(), name)
         if not str(full).endswith("ExecutionProvider"):
             raise ConfigError(

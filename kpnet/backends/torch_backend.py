@@ -61,13 +61,17 @@ class TorchBackend(BaseBackend):
             if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
                 raise ConfigError(f"threads must be a positive int, got {threads!r}")
             if self._device.type != "cpu":
-                raise ConfigError(f"threads={threads} sets CPU inference threads; it does not apply to device {device!r}")
+                raise ConfigError(
+                    f"threads={threads} sets CPU inference threads; it does not apply to device {device!r}"
+                )
             torch.set_num_threads(int(threads))
         ckpt = load_checkpoint(path, map_location="cpu")
         self.model = KpNet.from_pretrained(path, map_location="cpu").to(self._device).eval()
         cfg = self.model.config
         extra = ckpt.get("extra") or {}
-        defaults = {k: float(v) for k, v in (extra.get("decode_defaults") or {}).items() if k in ("threshold", "min_contrast")}
+        defaults = {
+            k: float(v) for k, v in (extra.get("decode_defaults") or {}).items() if k in ("threshold", "min_contrast")
+        }
         self.info = BackendInfo(
             name="torch",
             model_path=str(path),

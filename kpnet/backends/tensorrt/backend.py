@@ -66,8 +66,16 @@ def resolve_cuda_device(device: str | None):
 
 def _torch_dtype(trt, torch, dt):
     table = {}
-    for trt_name, torch_name in (("FLOAT", "float32"), ("HALF", "float16"), ("BF16", "bfloat16"), ("INT32", "int32"),
-                                 ("INT64", "int64"), ("INT8", "int8"), ("UINT8", "uint8"), ("BOOL", "bool")):
+    for trt_name, torch_name in (
+        ("FLOAT", "float32"),
+        ("HALF", "float16"),
+        ("BF16", "bfloat16"),
+        ("INT32", "int32"),
+        ("INT64", "int64"),
+        ("INT8", "int8"),
+        ("UINT8", "uint8"),
+        ("BOOL", "bool"),
+    ):
         if hasattr(trt.DataType, trt_name):
             table[getattr(trt.DataType, trt_name)] = getattr(torch, torch_name)
     if dt not in table:
@@ -85,11 +93,15 @@ class TensorRTBackend(BaseBackend):
         verify_hash: check that the sidecar was written for this engine file.
     """
 
-    def __init__(self, path: str | Path, *, device: str | None = None, threads: int | None = None, verify_hash: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, device: str | None = None, threads: int | None = None, verify_hash: bool = True
+    ) -> None:
         super().__init__()
         path = Path(path)
         if threads is not None:
-            raise ConfigError(f"threads={threads} sets CPU inference threads; a TensorRT engine runs on the GPU (leave threads unset)")
+            raise ConfigError(
+                f"threads={threads} sets CPU inference threads; a TensorRT engine runs on the GPU (leave threads unset)"
+            )
         # Order matters: each step fails with the message that names its fix.
         meta = read_engine_metadata(path, verify_hash=verify_hash)
         trt = import_tensorrt()
@@ -130,7 +142,9 @@ class TensorRTBackend(BaseBackend):
             torch_device=str(dev),
             stride=STRIDE * int((meta.model_config or {}).get("downsample", 1) or 1),
             size_range=None if p.min[2:] == p.max[2:] else ((p.min[2], p.min[3]), (p.max[2], p.max[3])),
-            defaults={k: float(v) for k, v in json.loads(meta.onnx_metadata.get("kpnet_decode_defaults", "{}")).items()},
+            defaults={
+                k: float(v) for k, v in json.loads(meta.onnx_metadata.get("kpnet_decode_defaults", "{}")).items()
+            },
         )
 
     # ------------------------------------------------------------------ set-up
@@ -226,7 +240,9 @@ class TensorRTBackend(BaseBackend):
             caller.wait_stream(stream)
             out = {k: v.clone() for k, v in views.items()}  # on the caller's stream
         if self.info.postprocess_in_graph:
-            return BackendOutput(keypoints=out["keypoints"].float(), scores=out["scores"].float(), counts=out["counts"].long())
+            return BackendOutput(
+                keypoints=out["keypoints"].float(), scores=out["scores"].float(), counts=out["counts"].long()
+            )
         return BackendOutput(heatmap=out["heatmap"].float())
 
     def _close_impl(self) -> None:
@@ -236,7 +252,9 @@ class TensorRTBackend(BaseBackend):
             setattr(self, attr, None)
 
 
-def load_tensorrt(path: str | Path, *, device: str | None = None, providers: Any = None, threads: int | None = None) -> TensorRTBackend:
+def load_tensorrt(
+    path: str | Path, *, device: str | None = None, providers: Any = None, threads: int | None = None
+) -> TensorRTBackend:
     """Factory entry for .engine/.plan files (see :func:`kpnet.backends.create_backend`)."""
     if providers is not None:
         raise ConfigError(

@@ -52,7 +52,11 @@ def version_key(version: str) -> tuple[int, ...]:
 
 
 def _shape(name: str, v: Any) -> tuple[int, int, int, int]:
-    if not isinstance(v, (list, tuple)) or len(v) != 4 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v):
+    if (
+        not isinstance(v, (list, tuple))
+        or len(v) != 4
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)
+    ):
         raise ValueError(f"profile shape {name} must be four positive ints (B, 1, H, W), got {v!r}")
     if v[1] != 1:
         raise ValueError(f"profile shape {name} must have 1 channel (B, 1, H, W), got {tuple(v)}")
@@ -145,7 +149,9 @@ class EngineMetadata:
             raise ValueError("engine metadata needs at least one optimisation profile")
         expected = ("keypoints", "scores", "counts") if self.postprocess_in_graph else ("heatmap",)
         if self.output_names != expected:
-            raise ValueError(f"outputs {list(self.output_names)} do not match a kpnet engine (expected {list(expected)})")
+            raise ValueError(
+                f"outputs {list(self.output_names)} do not match a kpnet engine (expected {list(expected)})"
+            )
         if self.postprocess_in_graph:
             k = (self.decode or {}).get("max_keypoints")
             if not isinstance(k, int) or not 1 <= k <= TENSORRT_MAX_TOPK:
@@ -187,10 +193,18 @@ class EngineMetadata:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EngineMetadata":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError(f"not a kpnet engine sidecar (format is {d.get('format') if isinstance(d, dict) else type(d).__name__!r}, expected {FORMAT!r})")
+            raise ValueError(
+                f"not a kpnet engine sidecar (format is {d.get('format') if isinstance(d, dict) else type(d).__name__!r}, expected {FORMAT!r})"
+            )
         if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"sidecar format version {d.get('format_version')} is newer than this kpnet reads ({FORMAT_VERSION}); upgrade kpnet")
-        missing = [k for k in ("kpnet_version", "tensorrt_version", "precision", "input_name", "output_names", "profiles") if k not in d]
+            raise ValueError(
+                f"sidecar format version {d.get('format_version')} is newer than this kpnet reads ({FORMAT_VERSION}); upgrade kpnet"
+            )
+        missing = [
+            k
+            for k in ("kpnet_version", "tensorrt_version", "precision", "input_name", "output_names", "profiles")
+            if k not in d
+        ]
         if missing:
             raise ValueError(f"sidecar lacks keys {missing}")
         gpu = d.get("gpu") or {}
@@ -278,7 +292,11 @@ def check_engine_compatible(
             f"{name} was built with TensorRT {'.'.join(map(str, built))} but {'.'.join(map(str, have))} is installed; "
             f"TensorRT engines only load in the version that built them. Rebuild it with: {_rebuild(meta, engine_path)}"
         )
-    if compute_capability is not None and meta.compute_capability is not None and str(compute_capability) != str(meta.compute_capability):
+    if (
+        compute_capability is not None
+        and meta.compute_capability is not None
+        and str(compute_capability) != str(meta.compute_capability)
+    ):
         raise EngineIncompatibleError(
             f"{name} was built on {meta.gpu_name} (compute capability {meta.compute_capability}) but this GPU has compute "
             f"capability {compute_capability}; engines are specific to the GPU architecture. Rebuild it on this machine with: "
