@@ -7,7 +7,8 @@
   and (for the optional direct term) each view's own target.
 * :class:`StepBatchSampler`: the data order, a pure function of (seed, step), sharded
   over processes; it can start at any step, which makes ``--resume`` exact.
-* :func:`synthetic_val_pairs` and :func:`dev_eval_pairs`: image pairs with known H.
+* :func:`synthetic_val_pairs`, :func:`rotated_val_pairs` and :func:`dev_eval_pairs`: image
+  pairs with known H.
 
 Every sample is a pure function of ``(seed, epoch, index)``: no RNG state has to be saved.
 Shapes of a sample (numpy; batched by :func:`collate`): images, targets and masks float32
@@ -26,7 +27,7 @@ import numpy as np
 from ._deps import require
 from .augment import GeometricAug, add_noise, erode_valid, photometric, render_view, sample_view_transform, transform_points
 from .cache import CacheEntry, LabelCache, image_seed
-from .homography import HomographyConfig, sample_homography
+from .homography import HomographyConfig, rotation_homography, sample_homography, warp_image
 from .masks import binary_mask, blob_mask
 from .train_config import TrainConfig
 
@@ -257,6 +258,29 @@ def synthetic_val_pairs(
         warped = cv2.warpPerspective(entry.image, H, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
         pairs.append(EvalPair(entry.source, entry.image, warped, H))
     return pairs
+
+
+def rotate_image(gray: np.ndarray, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """``gray`` (uint8 ``[h, w]``) rotated about its centre by ``angle_deg`` degrees
+    (counter-clockwise as displayed) on the same canvas, bilinear, black where the source is
+    outside the image; and the exact homography ``H`` (original -> rotated pixels,
+    :func:`~training.homography.rotation_homography`)."""
+    torch = require("torch")
+    h, w = gray.shape
+    H = rotation_homography((w, h), angle_deg)
+    out = warp_image(torch.from_numpy(np.ascontiguousarray(gray)).float()[None, None], H)[0, 0]
+    return np.clip(np.rint(out.numpy()), 0, 255).astype(np.uint8), H
+
+
+def rotated_val_pairs(pairs: Sequence[EvalPair], angle_deg: float) -> list[EvalPair]:
+    """For each pair's first view (a held-out image, as :func:`synthetic_val_pairs` gives it),
+    the image and its copy rotated about the centre by ``angle_deg`` (:func:`rotate_image`),
+    with the exact homography."""
+    out = []
+    for p in pairs:
+        rotated, H = rotate_image(p.image1, angle_deg)
+        out.append(EvalPair(f"{p.name}@rot{angle_deg:g}", p.image1, rotated, H))
+    return out
 
 
 def _resize_matrix(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:

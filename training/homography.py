@@ -141,6 +141,22 @@ def sample_homography(size: Size, config: HomographyConfig, rng: np.random.Gener
     return cv2.getPerspectiveTransform(src, dst).astype(np.float64)
 
 
+def rotation_homography(size: Size, angle_deg: float) -> np.ndarray:
+    """float64 ``[3, 3]`` rotation of an image of ``size = (width, height)`` about its centre
+    ``((w - 1) / 2, (h - 1) / 2)`` (pixel centres at integers) by ``angle_deg`` degrees,
+    counter-clockwise as displayed (y points down), onto the same canvas. Exact (no rounding)
+    for multiples of 90 degrees."""
+    w, h = size
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    quarters = float(angle_deg) / 90.0
+    if abs(quarters - round(quarters)) < 1e-12:
+        c, s = ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(round(quarters)) % 4]
+    else:
+        c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    # displayed counter-clockwise with y down: x' - cx = c (x - cx) + s (y - cy), y' - cy = -s (x - cx) + c (y - cy)
+    return np.array([[c, s, cx - c * cx - s * cy], [-s, c, cy + s * cx - c * cy], [0.0, 0.0, 1.0]], np.float64)
+
+
 ArrayLike = Union[np.ndarray, "torch.Tensor"]  # noqa: F821
 
 

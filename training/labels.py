@@ -15,6 +15,14 @@ state, stats) and resumes from them; the part that finishes last (it finds every
 labelled or skipped) writes ``manifest.json`` for the whole cache, the one a
 single-process run writes, and ``--merge`` writes it on demand. Entries do not depend on
 the split (each image's labels are a function of its path and the config).
+
+Devices: ``--device auto`` (the default) runs the teacher and LightGlue on CUDA when
+``torch.cuda.is_available()``, else on the CPU; ``--device cpu|cuda`` forces one. Images go
+to the device and labels come back to CPU numpy for the cache, computed in float32 on either
+device. The device is not part of the cache config (a cache begun on the CPU resumes on a GPU
+and vice versa); each run records the one it used in the manifest's ``stats.device``. With
+``--workers N`` on CUDA every worker process holds its own copy of the teacher on the GPU
+(spread over the visible GPUs when there are several; under torchrun from ``LOCAL_RANK``).
 """
 
 from __future__ import annotations
@@ -53,17 +61,69 @@ from .matching import MATCHERS, PairMatcher
 from .teachers import TEACHERS, build_teacher
 
 MANIFEST_EVERY = 50  # images between manifest checkpoints
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """``'auto'`` -> ``'cuda'`` when ``torch.cuda.is_available()``, else ``'cpu'``; ``'cpu'`` and
+    ``'cuda'`` as given.
+
+    Raises:
+        ValueError: an unknown name, or ``'cuda'`` without a usable CUDA device (the message
+            says why and what to do).
+    """
+    if requested not in DEVICES:
+        raise ValueError(f"unknown device {requested!r}; choose from: {', '.join(DEVICES)}")
+    if requested == "cpu":
+        return "cpu"
+    torch = require("torch")
+    available = bool(torch.cuda.is_available())
+    if requested == "cuda" and not available:
+        build = getattr(torch.version, "cuda", None)
+        why = (
+            f"this torch {torch.__version__} was built without CUDA" if not build
+            else f"torch {torch.__version__} (CUDA {build}) sees no CUDA device (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides it)"
+        )
+        raise ValueError(
+            f"--device cuda was requested but CUDA is not available: {why}. Label on the CPU with --device cpu "
+            "(or --device auto, which uses a GPU when there is one), or run on a machine with an NVIDIA GPU and a "
+            "CUDA build of torch"
+        )
+    return "cuda" if available else "cpu"
+
+
+def _worker_device(device: str) -> str:
+    """The torch device of this process: ``'cpu'``, or on CUDA one GPU of those visible, picked
+    from torchrun's ``LOCAL_RANK`` and the pool worker number so processes spread over GPUs."""
+    if device != "cuda":
+        return device
+    torch = require("torch")
+    count = torch.cuda.device_count()
+    if count <= 1:
+        return "cuda:0"
+    import multiprocessing as mp
+
+    identity = mp.current_process()._identity  # (k,) for the k-th pool worker, () in the main process
+    worker = identity[0] - 1 if identity else 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    return f"cuda:{(local_rank + worker) % count}"
 
 
 class Labeller:
-    """Labels one image at a time with a teacher and a pair matcher (one per process)."""
+    """Labels one image at a time with a teacher and a pair matcher (one per process).
 
-    def __init__(self, config: CacheConfig) -> None:
+    Args:
+        config: the labelling configuration.
+        device: torch device of the teacher and LightGlue (``'cpu'``, ``'cuda'``, ``'cuda:1'``).
+    """
+
+    def __init__(self, config: CacheConfig, device: str = "cpu") -> None:
         self.config = config
         self.torch = require("torch")
+        self.device = self.torch.device(device)
         uses_lightglue = config.pairs_per_image > 0 and config.match.matcher == "lightglue"
-        self.teacher = build_teacher(config.teacher, for_lightglue=uses_lightglue)
-        self.matcher = PairMatcher(config.match, self.teacher) if config.pairs_per_image > 0 else None
+        self.teacher = build_teacher(config.teacher, for_lightglue=uses_lightglue).to(self.device)
+        self.matcher = PairMatcher(config.match, self.teacher).to(self.device) if config.pairs_per_image > 0 else None
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -76,7 +136,7 @@ class Labeller:
         torch = self.torch
         cfg = self.config
         size = cfg.size
-        x = torch.from_numpy(gray).float().div_(255.0)[None, None]
+        x = torch.from_numpy(gray).float().div_(255.0)[None, None].to(self.device)
         rng = np.random.default_rng(image_seed(cfg.seed, relpath))
         hs = np.stack([sample_homography(size, cfg.homography, rng) for _ in range(cfg.pairs_per_image)]) if cfg.pairs_per_image else np.zeros((0, 3, 3))
         batch = x
@@ -93,8 +153,8 @@ class Labeller:
         arrays = {
             "source": np.array(relpath),
             "image": gray,
-            "keypoints": feats[0].keypoints.numpy().astype(np.float32),
-            "scores": feats[0].scores.numpy().astype(np.float32),
+            "keypoints": feats[0].keypoints.cpu().numpy().astype(np.float32),
+            "scores": feats[0].scores.cpu().numpy().astype(np.float32),
             "homographies": hs.astype(np.float64),
             "match_kpts0": np.concatenate(k0).astype(np.float32) if k0 else np.zeros((0, 2), np.float32),
             "match_kpts1": np.concatenate(k1).astype(np.float32) if k1 else np.zeros((0, 2), np.float32),
@@ -107,7 +167,7 @@ class Labeller:
                 dense = homographic_adaptation(x, self.teacher.dense_map, hs_ha)
             else:
                 dense = self.teacher.dense_map(x)[0]
-            arrays["dense"] = np.rint(dense.clamp(0, 1).numpy() * 255).astype(np.uint8)
+            arrays["dense"] = np.rint(dense.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
         return arrays
 
 
@@ -118,20 +178,21 @@ def homographic_adaptation(image: "torch.Tensor", dense_fn, homographies: Sequen
     homographies: 3x3 maps of image pixels to warped pixels. The teacher runs on the image and
     on each warped copy; each warped score map is warped back and the maps are averaged per
     pixel over the views that saw it. Warped-frame pixels within ``erode`` px of the black
-    padding are ignored (the teacher fires on that artificial edge). Returns [H, W].
+    padding are ignored (the teacher fires on that artificial edge). Returns [H, W] on the CPU
+    (the teacher runs on ``image``'s device; the maps are warped back and averaged on the CPU).
     """
     import cv2
 
     torch = require("torch")
     h, w = image.shape[-2:]
     size = (w, h)
-    acc = dense_fn(image)[0].float().clone()
+    acc = dense_fn(image)[0].float().cpu().clone()
     count = torch.ones_like(acc)
     if not homographies:
         return acc
     hs = torch.from_numpy(np.stack(homographies)).float()
     warped = warp_image(image.expand(len(homographies), -1, -1, -1), hs)
-    maps = dense_fn(warped).float()  # [N, H, W]
+    maps = dense_fn(warped).float().cpu()  # [N, H, W]
     kernel = np.ones((2 * erode + 1, 2 * erode + 1), np.uint8)
     for i, H in enumerate(homographies):
         Hinv = np.linalg.inv(H)
@@ -151,11 +212,12 @@ def homographic_adaptation(image: "torch.Tensor", dense_fn, homographies: Sequen
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(config: CacheConfig, image_root: str, cache_root: str, one_thread: bool = True) -> None:
+def _init_worker(config: CacheConfig, image_root: str, cache_root: str, one_thread: bool = True, device: str = "cpu") -> None:
     if one_thread:  # worker processes share the cores; one intra-op thread each
         require("torch").set_num_threads(1)
     match_opencv_threads()
-    _WORKER.update(labeller=Labeller(config), image_root=Path(image_root), cache_root=Path(cache_root))
+    _WORKER.update(labeller=Labeller(config, _worker_device(device)), device=device, image_root=Path(image_root),
+                   cache_root=Path(cache_root))
 
 
 def _process(relpath: str) -> tuple[str, str, Any]:
@@ -283,6 +345,7 @@ def merge_parts(
     if not done and not force:
         return None
     stats = [p.get("stats") or {} for p in parts]
+    devices = sorted({str(s["device"]) for s in stats if s.get("device")})  # parts written before it was recorded lack it
     labelled = sum(int(s.get("labelled") or 0) for s in stats)
     seconds = max([float(s.get("seconds") or 0.0) for s in stats] or [0.0])
 
@@ -309,6 +372,7 @@ def merge_parts(
             "images_per_s": round(labelled / seconds, 3) if labelled and seconds > 0 else None,
             "mean_keypoints": weighted("mean_keypoints"),
             "mean_matches_per_image": weighted("mean_matches_per_image"),
+            "device": ",".join(devices) if devices else None,
         },
     }
     write_manifest(out, manifest)
@@ -323,6 +387,7 @@ def build_cache(
     limit: Optional[int] = None,
     progress: bool = True,
     shard: Optional[tuple[int, int]] = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Build or resume a label cache, or one part of it.
 
@@ -339,15 +404,20 @@ def build_cache(
             them; the part that finds every image done when it finishes writes
             ``manifest.json`` for the whole cache (:func:`merge_parts`), the same manifest a
             single-process run writes. None (or N = 1): the whole list in one run.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``
+            (:func:`resolve_device`); not part of the cache config, so a cache resumes on
+            another device. The device used is recorded as ``stats.device``.
 
     Returns:
         The final manifest (the part's manifest with a ``merged`` flag when sharded), with
         ``stats`` of this run (``labelled``, ``resumed`` (already done), ``skipped``,
-        ``seconds``, ``images_per_s``).
+        ``seconds``, ``images_per_s``, ``device``).
 
     Raises:
         CacheMismatchError: ``out`` holds a cache built with another config or image list.
+        ValueError: ``device`` is ``cuda`` and CUDA is not available.
     """
+    device = resolve_device(device)
     tqdm = require("tqdm").tqdm
     image_dir, out = Path(image_dir), Path(out)
     images = list_images(image_dir)
@@ -408,7 +478,7 @@ def build_cache(
     labelled = 0
     kp_total = match_total = 0
     t0 = time.perf_counter()
-    desc = f"labelling ({config.teacher.name})" + (f" part {shard[0]}/{shard[1]}" if shard is not None else "")
+    desc = f"labelling ({config.teacher.name}, {device})" + (f" part {shard[0]}/{shard[1]}" if shard is not None else "")
     bar = tqdm(total=len(todo), unit="img", desc=desc, disable=not progress, dynamic_ncols=True)
 
     def handle(result: tuple[str, str, Any]) -> None:
@@ -428,8 +498,8 @@ def build_cache(
 
     try:
         if workers <= 1:
-            if not _WORKER or _WORKER["labeller"].config != config:
-                _init_worker(config, str(image_dir), str(out), one_thread=False)
+            if not _WORKER or _WORKER["labeller"].config != config or _WORKER.get("device") != device:
+                _init_worker(config, str(image_dir), str(out), one_thread=False, device=device)
             _WORKER.update(image_root=image_dir, cache_root=out)
             manifest["teacher_settings"] = _WORKER["labeller"].settings()
             save()
@@ -438,11 +508,12 @@ def build_cache(
         else:
             import multiprocessing as mp
 
-            # settings come from a throwaway labeller in this process (cheap to build)
+            # settings come from a throwaway CPU labeller in this process (cheap to build; the
+            # workers hold the teacher on the device)
             manifest["teacher_settings"] = Labeller(config).settings()
             save()
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(config, str(image_dir), str(out))) as pool:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(config, str(image_dir), str(out), True, device)) as pool:
                 for result in pool.imap_unordered(_process, todo, chunksize=1):
                     handle(result)
     finally:
@@ -458,6 +529,7 @@ def build_cache(
             "images_per_s": round(labelled / seconds, 3) if labelled and seconds > 0 else None,
             "mean_keypoints": round(kp_total / labelled, 1) if labelled else None,
             "mean_matches_per_image": round(match_total / labelled, 1) if labelled else None,
+            "device": device,
         }
         save()
     if shard is not None:
@@ -494,6 +566,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense", action="store_true", help="also store the teacher's dense score map")
     p.add_argument("--homographic-adaptation", type=int, metavar="N", help="average the dense map over N extra random homographies (needs --dense)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--device", choices=DEVICES, default="auto",
+        help="where the teacher and LightGlue run: auto (default: CUDA when torch.cuda.is_available(), else the CPU), "
+        "cpu, or cuda (an error without a CUDA device). Labels are computed in float32 on either device; the device is "
+        "not part of the cache config (a cache resumes on another one) and is recorded in the manifest's stats.device. "
+        "With --workers N on CUDA each worker holds its own copy of the teacher on the GPU",
+    )
     p.add_argument("--limit", type=int, help="label only the first N images")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
@@ -565,7 +644,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"cache {args.out}: manifest merged from {s['parts']} part(s); {s['skipped']} skipped; complete={merged['complete']}")
             return 0
         manifest = build_cache(
-            args.image_dir, args.out, config, workers=args.workers, limit=args.limit, progress=not args.no_progress, shard=shard
+            args.image_dir, args.out, config, workers=args.workers, limit=args.limit, progress=not args.no_progress, shard=shard,
+            device=args.device,
         )
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -575,7 +655,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(
         f"{where}: {s['labelled']} labelled, {s['resumed']} already done, {s['skipped']} skipped; "
         f"{s['images_per_s']} images/s; mean {s['mean_keypoints']} keypoints, {s['mean_matches_per_image']} matches/image; "
-        f"complete={manifest['complete']}"
+        f"complete={manifest['complete']}; device {s['device']}"
         + (("; manifest.json written (all parts done)" if manifest["merged"] else "; other parts unfinished") if "part" in manifest else "")
     )
     return 0

@@ -12,6 +12,11 @@ Two matchers, chosen by :class:`MatchConfig`:
   ablation and a fallback where LightGlue is too slow.
 
 Both return :class:`Matches`: matched keypoints in both images.
+
+Devices: :meth:`PairMatcher.to` moves LightGlue to the teacher's device (``training.labels
+--device``). LightGlue is built to compute the same way on every device: attention in float32
+(no FlashAttention half precision on CUDA) and point pruning at the CPU setting, so a cache
+labelled on a GPU matches one labelled on the CPU up to floating-point rounding.
 """
 
 from __future__ import annotations
@@ -134,7 +139,11 @@ def _load_lightglue(features: str, descriptor_dim: int, weights: Optional[str], 
             f"LightGlue's shipped {features} weights expect {expected}-D descriptors, the teacher gives "
             f"{descriptor_dim}-D; pass matching weights with --matcher-weights or use --matcher homography"
         )
-    model = scm.LightGlue(features=None, input_dim=descriptor_dim, filter_threshold=filter_threshold)
+    # flash=False: float32 attention on CUDA too (FlashAttention runs in half precision)
+    model = scm.LightGlue(features=None, input_dim=descriptor_dim, filter_threshold=filter_threshold, flash=False)
+    # point pruning as on the CPU on every device (LightGlue prunes only above 1024 points on CUDA)
+    cpu_th = type(model).pruning_keypoint_thresholds["cpu"]
+    model.pruning_keypoint_thresholds = {k: cpu_th for k in type(model).pruning_keypoint_thresholds}
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     for i in range(model.conf.n_layers):  # old checkpoints name the attention layers differently
         state = {
@@ -179,6 +188,12 @@ class PairMatcher:
                 teacher.lightglue_features, teacher.descriptor_dim, config.lightglue_weights, config.filter_threshold
             )
 
+    def to(self, device: Any) -> "PairMatcher":
+        """Move LightGlue (if used) to ``device``; features given to it must be there too."""
+        if self.lightglue is not None:
+            self.lightglue.to(require("torch").device(device))
+        return self
+
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable settings (for manifests)."""
         return {
@@ -201,7 +216,7 @@ class PairMatcher:
             return {
                 "keypoints": f.keypoints[None].float(),
                 "descriptors": f.descriptors[None].float(),
-                "image_size": torch.tensor([[float(size[0]), float(size[1])]]),
+                "image_size": torch.tensor([[float(size[0]), float(size[1])]], device=f.keypoints.device),
             }
 
         with torch.inference_mode():

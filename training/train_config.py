@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -66,6 +67,22 @@ def parse_hw(text: str | Sequence[int]) -> tuple[int, int]:
     return int(vals[0]), int(vals[1])
 
 
+def parse_angles(text: str | Sequence[float] | None) -> tuple[float, ...]:
+    """``'0,90,180'`` or ``[0, 90, 180]`` -> ``(0.0, 90.0, 180.0)``; ``''`` or None -> ``()``."""
+    if text is None:
+        return ()
+    vals = [v for v in text.replace(" ", "").split(",") if v != ""] if isinstance(text, str) else list(text)
+    try:
+        out = tuple(float(v) for v in vals if not isinstance(v, bool))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"expected comma-separated angles in degrees, e.g. 0,90,180; got {text!r}") from exc
+    if len(out) != len(vals) or not all(math.isfinite(a) for a in out):
+        raise ValueError(f"expected comma-separated angles in degrees, e.g. 0,90,180; got {text!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"val_rotation_deg lists an angle twice: {text!r}; list each angle once")
+    return out
+
+
 def parse_pair(text: str | Sequence[float]) -> tuple[float, float]:
     """``'0.8,1.25'`` or ``[0.8, 1.25]`` -> ``(0.8, 1.25)``."""
     vals = text.split(",") if isinstance(text, str) else list(text)
@@ -96,6 +113,7 @@ class TrainConfig:
     val_fraction: float = _f(0.05, "fraction of cache images held out for validation (split by hashing the source path)")
     val_max_images: int = _f(200, "at most this many held-out images are evaluated")
     val_max_keypoints: int = _f(300, "K of the top-k decoding used for validation repeatability")
+    val_rotation_deg: tuple[float, ...] = _f((), "rotated validation, comma-separated angles in degrees, e.g. 0,90,180 (empty, the default: off). Each held-out image is also paired with its copy rotated about its centre by each angle (counter-clockwise, same canvas, black corners, exact homography) and scored like the synthetic pairs (repeatability at 3 px of the top-K decoding), logged as val/rep_rotN. best.pt is then chosen by val/rep_combined, the mean of val/repeatability (the synthetic-homography pairs) and the val/rep_rotN, each weighted equally, instead of val/repeatability alone")
     dev_eval: Optional[str] = _f(AUTO, "folder of SEQ/1.jpg, SEQ/2.jpg, SEQ/H_1_2 pairs evaluated at eval_size; 'auto': ../shared/data/dev_eval if present; 'none' disables")
     workers: int = _f(2, "DataLoader worker processes per training process (0: load in the main process)")
     # augmentation
@@ -192,6 +210,7 @@ class TrainConfig:
                 raise ValueError(f"downsample must be one of {', '.join(map(str, DOWNSAMPLES))}; got {self.downsample!r}")
             for name in ("crop", "eval_size"):
                 check_multiple(name, getattr(self, name), STRIDE * self.downsample, f" with downsample {self.downsample}")
+        set_("val_rotation_deg", parse_angles(self.val_rotation_deg))
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose from: {', '.join(DEVICES)}")
         positive_int = ["batch_size", "epochs", "ckpt_every", "keep_ckpts", "log_every", "val_max_images", "val_max_keypoints",
@@ -326,6 +345,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kw.update(type=parse_hw, metavar="HxW")
         elif f.name == "scale_range":
             kw.update(type=parse_pair, metavar="LOW,HIGH")
+        elif f.name == "val_rotation_deg":
+            kw.update(type=parse_angles, metavar="LIST")
         elif f.name in ("max_steps", "fpn_width", "downsample") or isinstance(default, int):
             kw["type"] = int
         elif isinstance(default, float):

@@ -10,7 +10,8 @@ A phase supplies a :class:`Task` (its dataset and its loss); :class:`Trainer` do
   :meth:`kpnet.model.KpNet.save_pretrained` format (so ``KpNet.from_pretrained`` and
   ``python -m export.onnx`` read them) plus a ``training`` section (optimiser, scheduler,
   gradient scaler, step, epoch, torch RNG, the resolved config, the cache's config);
-  ``best.pt`` is model-only, kept by the synthetic-validation repeatability.
+  ``best.pt`` is model-only, kept by the synthetic-validation repeatability (with
+  ``--val-rotation-deg``: by its mean with the rotated-validation repeatabilities).
 * exact resume: the data order and augmentation are pure functions of (seed, epoch, index),
   so restoring the step restores the data stream; the rest is in the checkpoint.
 * logs: ``log.csv`` (step, epoch, tag, value) always, TensorBoard too when installed;
@@ -19,6 +20,10 @@ A phase supplies a :class:`Task` (its dataset and its loss); :class:`Trainer` do
   top-K (NMS radius 4) detections on held-out images and a fixed synthetic homography of
   each, at the cache resolution padded to multiples of the model stride; and on ``dev_eval`` pairs at
   ``eval_size`` when that folder exists (reported, not used to pick ``best.pt``).
+* rotated validation (``--val-rotation-deg 0,90,180``): each held-out image is also paired with
+  its copy rotated about its centre by each angle (exact homography), scored the same way and
+  logged as ``val/rep_rotN``; ``val/rep_combined``, the equally weighted mean of
+  ``val/repeatability`` and the ``val/rep_rotN``, then picks ``best.pt``. Off by default.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import numpy as np
 
 from ._deps import match_opencv_threads, require
 from .cache import CacheConfig, LabelCache, check_config, load_cache
-from .data import StepBatchSampler, EvalPair, dev_eval_pairs, make_loader, split_indices, synthetic_val_pairs
+from .data import StepBatchSampler, EvalPair, dev_eval_pairs, make_loader, rotated_val_pairs, split_indices, synthetic_val_pairs
 from .train_config import AUTO, STRIDE, TrainConfig, check_multiple, read_config_file, write_config_file
 
 torch = require("torch")
@@ -46,6 +51,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DEV_EVAL = REPO_ROOT.parent / "shared" / "data" / "dev_eval"
 VAL_EPS = 3.0
 VAL_NMS_RADIUS = 4
+#: the scalar that picks ``best.pt`` without rotated validation (and in checkpoints from before it)
+BEST_DEFAULT = "val/repeatability"
+#: ... and with ``--val-rotation-deg``
+BEST_COMBINED = "val/rep_combined"
+
+
+def rotation_tag(angle_deg: float) -> str:
+    """The logged scalar of one rotated-validation angle: ``val/rep_rot90``, ``val/rep_rot22.5``."""
+    return f"val/rep_rot{angle_deg:g}"
+
+
+def best_criterion(config: TrainConfig) -> str:
+    """What ``best.pt`` is chosen by, as stored in checkpoints (``val/repeatability``, or
+    ``val/rep_combined`` with its angles)."""
+    if not config.val_rotation_deg:
+        return BEST_DEFAULT
+    return f"{BEST_COMBINED}({','.join(f'{a:g}' for a in config.val_rotation_deg)})"
 
 Batch = dict[str, "torch.Tensor"]
 Forward = Callable[["torch.Tensor"], "torch.Tensor"]
@@ -442,10 +464,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda" if rt.device.type == "cuda" else "cpu", enabled=fp16)
         self.step = 0
         self.best = -1.0
+        self.best_tag = BEST_COMBINED if cfg.val_rotation_deg else BEST_DEFAULT
+        self.best_by = best_criterion(cfg)
         self.dataset = task.dataset(prep.cache, cfg)
         if prep.resume is not None:
             self._load_state(prep.resume)
         self.val_pairs: list[EvalPair] = []
+        self.rot_pairs: dict[float, list[EvalPair]] = {}
         self.dev_pairs: list[EvalPair] = []
         if rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -453,6 +478,7 @@ class Trainer:
             self.val_pairs = synthetic_val_pairs(
                 prep.cache, prep.val_idx, cfg.seed, prep.cache.config.homography, cfg.val_max_images
             )
+            self.rot_pairs = {a: rotated_val_pairs(self.val_pairs, a) for a in cfg.val_rotation_deg}
             if prep.dev_eval is not None:
                 self.dev_pairs = dev_eval_pairs(prep.dev_eval, cfg.eval_size)
         self.log = RunLogger(self.out, rt.is_main)
@@ -468,6 +494,12 @@ class Trainer:
         self.scaler.load_state_dict(tr["scaler"])
         self.step = int(tr["step"])
         self.best = float(tr["best"])
+        had = tr.get("best_by", BEST_DEFAULT)
+        if had != self.best_by:
+            # another selection score: the stored best is not comparable, so tracking restarts
+            print(f"note: the resumed run chose best.pt by {had}, this one by {self.best_by}; the next validation "
+                  "replaces best.pt", file=sys.stderr)
+            self.best = -1.0
         torch.set_rng_state(tr["rng"]["torch"])
         if self.rt.device.type == "cuda" and tr["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(tr["rng"]["cuda"][0], self.rt.device)
@@ -483,6 +515,7 @@ class Trainer:
                 "step": self.step,
                 "epoch": self.step // self.prep.steps_per_epoch,
                 "best": self.best,
+                "best_by": self.best_by,
                 "rng": {
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.rt.device.type == "cuda" else None,
@@ -543,6 +576,13 @@ class Trainer:
             if self.val_pairs:
                 for key, v in evaluate_pairs(self.model, self.val_pairs, self.rt.device, k).items():
                     metrics[f"val/{key}"] = v
+            if self.rot_pairs and self.val_pairs:
+                scores = [metrics["val/repeatability"]]
+                for angle, pairs in self.rot_pairs.items():
+                    rep = evaluate_pairs(self.model, pairs, self.rt.device, k)["repeatability"]
+                    metrics[rotation_tag(angle)] = rep
+                    scores.append(rep)
+                metrics[BEST_COMBINED] = float(np.mean(scores))
             if self.dev_pairs:
                 for key, v in evaluate_pairs(self.model, self.dev_pairs, self.rt.device, k, batch_pairs=2).items():
                     metrics[f"dev/{key}"] = v
@@ -551,14 +591,17 @@ class Trainer:
         return metrics
 
     def _end_of_epoch(self, epoch: int, loss: float, bar: Any) -> dict[str, float]:
-        """Validate, log, and keep ``best.pt`` by the synthetic-validation repeatability."""
+        """Validate, log, and keep ``best.pt`` by the synthetic-validation repeatability (or, with
+        ``--val-rotation-deg``, by ``val/rep_combined``)."""
         metrics = self.validate()
         if self.rt.is_main:
             self.log.scalars(self.step, epoch, metrics)
             shown = " ".join(f"{k.split('/')[0]}_rep {v:.3f}" for k, v in metrics.items() if k.endswith("repeatability"))
+            if BEST_COMBINED in metrics:
+                shown += f" val_rep_combined {metrics[BEST_COMBINED]:.3f}"
             if shown:
                 bar.write(f"step {self.step} (epoch {epoch + 1}): loss {loss:.4f} {shown}")
-            rep = metrics.get("val/repeatability")
+            rep = metrics.get(self.best_tag)
             if rep is not None and rep > self.best:
                 self.best = rep
                 self._save(self.out / "best.pt", metrics, training=False)

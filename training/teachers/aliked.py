@@ -96,7 +96,7 @@ class ALIKEDTeacher(Teacher):
         # the model's own DKD (NMS, threshold or top-k, soft sub-pixel refinement) on the given map
         keypoints, kptscores, _ = self.net.dkd(score_map[:, None].float())
         h, w = score_map.shape[-2:]
-        wh = torch.tensor([w - 1, h - 1], dtype=torch.float32)
+        wh = torch.tensor([w - 1, h - 1], dtype=torch.float32, device=score_map.device)
         out = []
         for kpts, scores in zip(keypoints, kptscores):
             order = torch.argsort(scores, descending=True)
@@ -111,7 +111,7 @@ class ALIKEDTeacher(Teacher):
         net = self.describer if self.describer is not None else self.net
         feature_map, _ = net.extract_dense_map(rgb)
         h, w = rgb.shape[-2:]
-        wh = torch.tensor([w - 1, h - 1], dtype=torch.float32)
+        wh = torch.tensor([w - 1, h - 1], dtype=torch.float32, device=rgb.device)
         normed = [k.float() / wh * 2 - 1 for k in keypoints]
         descriptors, _ = net.desc_head(feature_map, normed)
         return [d.float() for d in descriptors]
@@ -129,7 +129,7 @@ class ALIKEDTeacher(Teacher):
         else:
             descriptors, _ = self.net.desc_head(feature_map, keypoints)
         h, w = rgb.shape[-2:]
-        wh = torch.tensor([w - 1, h - 1], dtype=torch.float32)
+        wh = torch.tensor([w - 1, h - 1], dtype=torch.float32, device=rgb.device)
         out = []
         for kpts, scores, desc in zip(keypoints, kptscores, descriptors):
             order = torch.argsort(scores, descending=True)

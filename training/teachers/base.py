@@ -11,6 +11,10 @@ Conventions (shared by the whole of :mod:`training`):
   integer coordinates (OpenCV convention);
 * scores are the teacher's own detection scores, in [0, 1] for both built-in
   teachers.
+
+Devices: a teacher is built on the CPU; :meth:`Teacher.to` moves its networks to another
+device (``training.labels --device``). Inputs must be on that device; outputs (keypoints,
+scores, descriptors, dense maps) are on it too, and the caller moves them back.
 """
 
 from __future__ import annotations
@@ -55,6 +59,18 @@ class Teacher(abc.ABC):
     name: str = ""
     descriptor_dim: int = 0
     lightglue_features: str = ""
+    #: where the teacher's networks live (see :meth:`to`)
+    device: "torch.device" = torch.device("cpu")
+
+    def to(self, device: "str | torch.device") -> "Teacher":
+        """Move every network of this teacher (each ``torch.nn.Module`` attribute) to ``device``;
+        returns ``self``. Feed it images on that device."""
+        device = torch.device(device)
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                value.to(device)
+        self.device = device
+        return self
 
     @abc.abstractmethod
     def detect(self, images: "torch.Tensor") -> list[Features]:

@@ -40,6 +40,12 @@ class EnsembleTeacher(Teacher):
         self.descriptor_dim = first.descriptor_dim
         self.lightglue_features = first.lightglue_features
 
+    def to(self, device: "str | torch.device") -> "EnsembleTeacher":
+        for m in self.members:
+            m.to(device)
+        self.device = torch.device(device)
+        return self
+
     def settings(self) -> dict[str, Any]:
         return {
             "teacher": self.name,
