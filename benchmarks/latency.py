@@ -185,7 +185,8 @@ def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]
         kw["distribution"] = a["distribution"]
     det = KeypointDetector(path, max_keypoints=a["k"], threads=a["threads"], **kw)
     wh, ww = det.working_size(image.shape[:2])
-    at = f", working size {wh}x{ww}"
+    # the working size (HxW): the frame itself, or the size it is resized to
+    at = f", resized to {wh}x{ww}" if (wh, ww) != tuple(image.shape[:2]) else f", at {wh}x{ww}"
     if bsz > 1 and not det.info.dynamic_batch:
         raise ValueError(f"{path} has a fixed batch size; re-export without --static-batch to benchmark batch {bsz}")
     dev = det.info.torch_device
@@ -197,7 +198,7 @@ def run_kpnet(path: str, image: np.ndarray, a: dict[str, Any]) -> dict[str, Any]
         r = run_kpnet_device(det, image, a)
         info = det.info
         r.update(
-            backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}, torch frame (on-device path)",
+            backend=f"{info.name} ({info.device}, {info.precision}), {det.config.distribution}{at}, on-device path (torch frame, as detect_torch)",
             threads=info.threads,
             batch=1,
             working_size=[wh, ww],

@@ -180,7 +180,14 @@ def cell_contrast(image: np.ndarray, cell: int = CONTRAST_CELL) -> np.ndarray:
     of the 3x3 blocks around it (a 12x12-pixel neighbourhood for cells of 4)."""
     h, w = image.shape
     hc, wc = max(1, h // cell), max(1, w // cell)
-    small = cv2.resize(np.asarray(image, np.float32), (wc, hc), interpolation=cv2.INTER_AREA)
+    img = np.asarray(image, np.float32)
+    if cell == 4 and h % 4 == 0 and w % 4 == 0:
+        # Two exact 2x2 averages are the 4x4 average, and OpenCV's factor-2 path is 2.5x faster.
+        small = cv2.resize(
+            cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (wc, hc), interpolation=cv2.INTER_AREA
+        )
+    else:
+        small = cv2.resize(img, (wc, hc), interpolation=cv2.INTER_AREA)
     small *= 255.0
     m = cv2.blur(small, (3, 3))
     m2 = cv2.blur(small * small, (3, 3))
