@@ -336,14 +336,14 @@ def build_detector(
 _SIFT: list = []
 
 
-def describe(gray: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """The shared descriptor: SIFT at each keypoint, fixed size 12 px and angle 0.
+def describe(gray: np.ndarray, xy: np.ndarray, size: float = 12.0) -> np.ndarray:
+    """The shared descriptor: SIFT at each keypoint, fixed ``size`` (12 px) and angle 0.
     float32 [N, 128] aligned with ``xy``; rows OpenCV could not describe are zero."""
     if not _SIFT:
         _SIFT.append(cv2.SIFT_create())
     if len(xy) == 0:
         return np.zeros((0, 128), np.float32)
-    kps = [cv2.KeyPoint(float(x), float(y), 12.0, 0.0, 0.0, 0, i) for i, (x, y) in enumerate(xy)]
+    kps = [cv2.KeyPoint(float(x), float(y), float(size), 0.0, 0.0, 0, i) for i, (x, y) in enumerate(xy)]
     kps2, desc = _SIFT[0].compute(gray, kps)
     out = np.zeros((len(kps), 128), np.float32)
     if desc is not None and len(kps2):
@@ -370,12 +370,26 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
 
 
-def progress(iterable, **kw):
-    """tqdm progress bar on stderr (a plain iterator when tqdm is missing)."""
+class _NoBar:
+    def __init__(self, iterable=None):
+        self.iterable = iterable if iterable is not None else ()
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(iterable=None, **kw):
+    """tqdm progress bar on stderr (a no-op stand-in when tqdm is missing)."""
     try:
         from tqdm import tqdm
     except ImportError:
-        return iterable
+        return _NoBar(iterable)
     kw.setdefault("dynamic_ncols", True)
     kw.setdefault("leave", False)
     return tqdm(iterable, **kw)

@@ -83,7 +83,7 @@ def warp_case(gray: np.ndarray, H: np.ndarray, margin: float) -> tuple[np.ndarra
     h, w = gray.shape
     scale = math.sqrt(abs(np.linalg.det(H[:2, :2])))
     src = gray
-    if scale < 1.0:
+    if scale < 1.0 - 1e-9:  # a rotation's determinant is 1 up to rounding: no blur
         sigma = math.sqrt(max((0.5 / scale) ** 2 - 0.25, 0.0))
         src = cv2.GaussianBlur(gray, (0, 0), sigma)
     img2 = cv2.warpAffine(src, H[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
