@@ -81,11 +81,28 @@ def parse_grid(text: str) -> tuple[int, int]:
 def add_protocol_args(p, *, k_default: str = "300", radius_alias: bool = False) -> None:
     """The protocol's command-line options, identical in every benchmark."""
     names = ["--suppression-radius"] + (["--nms-radius"] if radius_alias else [])
-    p.add_argument(*names, dest="suppression_radius", type=float, default=4.0, help="greedy suppression radius in pixels at the evaluation size, applied to every detector (default 4; 0 = none)")
-    p.add_argument("--distribution", choices=DISTRIBUTIONS, default="topk", help="selection for every detector: top-k by score (default) or grid bucketing")
+    p.add_argument(
+        *names,
+        dest="suppression_radius",
+        type=float,
+        default=4.0,
+        help="greedy suppression radius in pixels at the evaluation size, applied to every detector (default 4; 0 = none)",
+    )
+    p.add_argument(
+        "--distribution",
+        choices=DISTRIBUTIONS,
+        default="topk",
+        help="selection for every detector: top-k by score (default) or grid bucketing",
+    )
     p.add_argument("--grid", default="12x16", help="ROWSxCOLS of --distribution grid (default 12x16)")
-    p.add_argument("--pool-factor", type=int, default=4, help="raw candidates asked of each detector: this times K (default 4)")
-    p.add_argument("--raw-baselines", action="store_true", help="OpenCV detectors give their own raw top-K (no shared suppression or bucketing); labelled '[raw]'")
+    p.add_argument(
+        "--pool-factor", type=int, default=4, help="raw candidates asked of each detector: this times K (default 4)"
+    )
+    p.add_argument(
+        "--raw-baselines",
+        action="store_true",
+        help="OpenCV detectors give their own raw top-K (no shared suppression or bucketing); labelled '[raw]'",
+    )
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,9 @@ class Protocol:
 
     @classmethod
     def from_args(cls, a) -> "Protocol":
-        return cls(float(a.suppression_radius), a.distribution, parse_grid(a.grid), int(a.pool_factor), bool(a.raw_baselines))
+        return cls(
+            float(a.suppression_radius), a.distribution, parse_grid(a.grid), int(a.pool_factor), bool(a.raw_baselines)
+        )
 
     def describe(self) -> str:
         sel = "top-k by score" if self.distribution == "topk" else f"grid bucketing {self.grid[0]}x{self.grid[1]}"
@@ -116,7 +135,15 @@ class Protocol:
         return s + ("; OpenCV detectors raw ('[raw]': their own top-K, no suppression)" if self.raw_baselines else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"suppression_radius": self.radius, "distribution": self.distribution, "grid": list(self.grid), "pool_factor": self.pool_factor, "raw_baselines": self.raw_baselines, "duplicate_radius": DUP_RADIUS, "classical_settings": SETTINGS}
+        return {
+            "suppression_radius": self.radius,
+            "distribution": self.distribution,
+            "grid": list(self.grid),
+            "pool_factor": self.pool_factor,
+            "raw_baselines": self.raw_baselines,
+            "duplicate_radius": DUP_RADIUS,
+            "classical_settings": SETTINGS,
+        }
 
     def select(self, xy: np.ndarray, scores: np.ndarray, k: int, image_size: tuple[int, int]) -> np.ndarray:
         """Indices of the selected points; ``image_size`` = (width, height)."""
@@ -174,7 +201,13 @@ class Detector:
             np.savez(path, xy=xy, scores=scores)
         return xy, scores
 
-    def detect(self, gray: np.ndarray, k: int, valid: Optional[np.ndarray] = None, pool: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Detection:
+    def detect(
+        self,
+        gray: np.ndarray,
+        k: int,
+        valid: Optional[np.ndarray] = None,
+        pool: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    ) -> Detection:
         """Raw pool -> (valid region) -> suppression -> top-k / grid. ``valid``: uint8/bool
         [H, W] mask of allowed pixels, or None; ``pool``: this image's :meth:`raw_detect`
         output when already computed."""
@@ -245,7 +278,14 @@ def _teacher_raw(name: str, threads: int, superpoint_weights: Optional[str] = No
     def raw(gray: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         if n not in made:
             thr = 0.001 if name == "superpoint" else 0.01
-            made[n] = build_teacher(TeacherConfig(name=name, weights=superpoint_weights if name == "superpoint" else None, max_keypoints=n, detection_threshold=thr))
+            made[n] = build_teacher(
+                TeacherConfig(
+                    name=name,
+                    weights=superpoint_weights if name == "superpoint" else None,
+                    max_keypoints=n,
+                    detection_threshold=thr,
+                )
+            )
         f = made[n].detect(_to_tensor(gray))[0]
         xy, s = f.keypoints.numpy(), f.scores.numpy()
         h, w = gray.shape
@@ -303,7 +343,9 @@ def known_baseline(name: str) -> bool:
 
 
 def baseline_choices() -> str:
-    return ", ".join(CLASSICAL + LEARNED) + ", or TEACHER-dense / TEACHER-haN (e.g. aliked-n16rot-dense, aliked-n16-ha8)"
+    return (
+        ", ".join(CLASSICAL + LEARNED) + ", or TEACHER-dense / TEACHER-haN (e.g. aliked-n16rot-dense, aliked-n16-ha8)"
+    )
 
 
 def build_detector(
@@ -324,8 +366,12 @@ def build_detector(
         return Detector(name, _teacher_map_raw(tm[0], tm[1], threads), protocol, cache_dir=cache_dir, kind="teacher")
     if name in LEARNED:
         if name == "superpoint" and not superpoint_weights:
-            raise ValueError("the 'superpoint' baseline needs --superpoint-weights PATH (weights are not distributed with kpnet)")
-        return Detector(name, _teacher_raw(name, threads, superpoint_weights), protocol, cache_dir=cache_dir, kind="teacher")
+            raise ValueError(
+                "the 'superpoint' baseline needs --superpoint-weights PATH (weights are not distributed with kpnet)"
+            )
+        return Detector(
+            name, _teacher_raw(name, threads, superpoint_weights), protocol, cache_dir=cache_dir, kind="teacher"
+        )
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"model not found: {name} (baselines: {baseline_choices()})")
@@ -355,7 +401,10 @@ def list_images(root: Path) -> list[Path]:
     """Image files under ``root`` (recursive), sorted by relative path."""
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    return sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS), key=lambda p: p.relative_to(root).as_posix())
+    return sorted(
+        (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
 
 
 def holdout_hash(rel: str) -> float:

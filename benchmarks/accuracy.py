@@ -28,7 +28,6 @@ import argparse
 import json
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -52,6 +51,7 @@ from _protocol import (  # noqa: E402
     parse_hw,
     progress,
 )
+
 from kpnet.baselines import CLASSICAL  # noqa: E402,F401
 from kpnet.metrics import corner_error, mutual_nn_matches, repeatability, warp_points  # noqa: E402
 
@@ -114,7 +114,15 @@ def load_pairs(root: Path, size: tuple[int, int], keep_aspect: bool = False, spl
             wh1, wh2 = im1.shape[::-1], im2.shape[::-1]
             s1, s2 = _eval_size(wh1, size, keep_aspect), _eval_size(wh2, size, keep_aspect)
             Hs = _scale_matrix(wh2, s2) @ H @ np.linalg.inv(_scale_matrix(wh1, s1))
-            pairs.append(Pair(seq.name, k, cv2.resize(im1, s1, interpolation=cv2.INTER_AREA), cv2.resize(im2, s2, interpolation=cv2.INTER_AREA), Hs / Hs[2, 2]))
+            pairs.append(
+                Pair(
+                    seq.name,
+                    k,
+                    cv2.resize(im1, s1, interpolation=cv2.INTER_AREA),
+                    cv2.resize(im2, s2, interpolation=cv2.INTER_AREA),
+                    Hs / Hs[2, 2],
+                )
+            )
     if not pairs:
         raise ValueError(f"no image pairs found under {root} (expected SEQ/1.ppm|png|jpg, SEQ/k.*, SEQ/H_1_k)")
     return pairs
@@ -149,8 +157,18 @@ def make_detector(name: str, args: argparse.Namespace) -> tuple[str, Detect]:
 
     Returns its label and ``detect(gray, k) -> xy``; the full :class:`_protocol.Detector`
     (scores, duplicate fraction) is ``detect.detector``."""
-    proto = Protocol.from_args(args) if hasattr(args, "distribution") else Protocol(radius=float(getattr(args, "nms_radius", 4)))
-    det = build_detector(name, proto, threads=args.threads, subpixel=getattr(args, "subpixel", False), superpoint_weights=getattr(args, "superpoint_weights", None))
+    proto = (
+        Protocol.from_args(args)
+        if hasattr(args, "distribution")
+        else Protocol(radius=float(getattr(args, "nms_radius", 4)))
+    )
+    det = build_detector(
+        name,
+        proto,
+        threads=args.threads,
+        subpixel=getattr(args, "subpixel", False),
+        superpoint_weights=getattr(args, "superpoint_weights", None),
+    )
 
     def detect(g: np.ndarray, k: int) -> np.ndarray:
         return det.detect(g, k).xy
@@ -194,11 +212,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     proto = Protocol.from_args(args)
     names = list(args.model or []) + [b for b in args.baselines.split(",") if b]
     results: dict[str, Any] = {
-        "settings": {"data": str(args.data), "size": f"{h}x{w}", "keep_aspect": args.keep_aspect, "split": args.split, "exposure": args.exposure, "K": ks, "protocol": proto.to_dict(), "protocol_text": proto.describe(), "subpixel": args.subpixel, "descriptor": DESCRIPTOR, "threads": args.threads, "pairs": len(pairs)},
+        "settings": {
+            "data": str(args.data),
+            "size": f"{h}x{w}",
+            "keep_aspect": args.keep_aspect,
+            "split": args.split,
+            "exposure": args.exposure,
+            "K": ks,
+            "protocol": proto.to_dict(),
+            "protocol_text": proto.describe(),
+            "subpixel": args.subpixel,
+            "descriptor": DESCRIPTOR,
+            "threads": args.threads,
+            "pairs": len(pairs),
+        },
         "detectors": {},
     }
     for name in names:
-        det = build_detector(name, proto, threads=args.threads, subpixel=args.subpixel, superpoint_weights=args.superpoint_weights)
+        det = build_detector(
+            name, proto, threads=args.threads, subpixel=args.subpixel, superpoint_weights=args.superpoint_weights
+        )
         per_k = {}
         for k in ks:
             rows, times = [], []
@@ -214,7 +247,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             mean = {c: float(np.nanmean([r[c] for r in rows if np.isfinite(r[c]) or c != "corner_err"])) for c in keys}
             mean["ms_per_image"] = float(np.median(times))
             per_k[str(k)] = {"mean": mean, "pairs": rows}
-            print(f"  {det.label} K={k}: rep@3 {mean['rep@3']:.3f}  H@3 {mean['H@3']:.3f}  dup@2 {mean['dup2']:.2f}  ({mean['ms_per_image']:.1f} ms/img)", flush=True)
+            print(
+                f"  {det.label} K={k}: rep@3 {mean['rep@3']:.3f}  H@3 {mean['H@3']:.3f}  dup@2 {mean['dup2']:.2f}  ({mean['ms_per_image']:.1f} ms/img)",
+                flush=True,
+            )
         results["detectors"][det.label] = per_k
     return results
 
@@ -242,7 +278,13 @@ def markdown(results: dict[str, Any]) -> str:
     k0 = str(s["K"][0])
     dets = list(results["detectors"])
     seqs = sorted({r["seq"] for d in dets for r in results["detectors"][d][k0]["pairs"]})
-    lines += ["", f"Per sequence, K={k0}: repeatability@3 / corner error (px)", "", "| sequence | " + " | ".join(dets) + " |", "|---|" + "---|" * len(dets)]
+    lines += [
+        "",
+        f"Per sequence, K={k0}: repeatability@3 / corner error (px)",
+        "",
+        "| sequence | " + " | ".join(dets) + " |",
+        "|---|" + "---|" * len(dets),
+    ]
     for seq in seqs:
         cells = []
         for d in dets:
@@ -269,7 +311,9 @@ def plot(results: dict[str, Any], path: Path) -> bool:
             m = r["mean"]
             for ax, key in zip(axes, ("rep@3", "H@3")):
                 ax.scatter(m["ms_per_image"], m[key], s=40)
-                ax.annotate(f"{name} K={k}", (m["ms_per_image"], m[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    f"{name} K={k}", (m["ms_per_image"], m[key]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
     for ax, title in zip(axes, ("repeatability @3px", "homography accuracy @3px")):
         ax.set_xscale("log")
         ax.set_xlabel("ms per image (this machine)")
@@ -284,12 +328,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("data", help="folder in HPatches layout")
     p.add_argument("--model", action="append", help="kpnet model file (repeatable)")
-    p.add_argument("--baselines", default="orb,fast,gftt,harris,sift,aliked-n16", help=f"comma-separated from: {baseline_choices()}. TEACHER-dense is the teacher's dense score map, TEACHER-haN the same map homographically adapted over N views; both decoded to 3x3 local maxima and then the shared protocol")
+    p.add_argument(
+        "--baselines",
+        default="orb,fast,gftt,harris,sift,aliked-n16",
+        help=f"comma-separated from: {baseline_choices()}. TEACHER-dense is the teacher's dense score map, TEACHER-haN the same map homographically adapted over N views; both decoded to 3x3 local maxima and then the shared protocol",
+    )
     p.add_argument("--k", default="300,1000", help="keypoint budgets (default 300,1000)")
     p.add_argument("--size", default="480x640", help="evaluation HEIGHTxWIDTH (default 480x640)")
     p.add_argument("--keep-aspect", action="store_true", help="fit inside --size keeping the aspect ratio")
     p.add_argument("--split", choices=["i", "v"], help="HPatches illumination (i_*) or viewpoint (v_*) sequences only")
-    p.add_argument("--exposure", choices=EXPOSURES, help="change the exposure of the second image of every pair: dark (x0.15), bright (x0.2 + 199) or lowc (contrast x0.15)")
+    p.add_argument(
+        "--exposure",
+        choices=EXPOSURES,
+        help="change the exposure of the second image of every pair: dark (x0.15), bright (x0.2 + 199) or lowc (contrast x0.15)",
+    )
     add_protocol_args(p, radius_alias=True)
     p.add_argument("--subpixel", action="store_true", help="kpnet models: refine keypoints with the 3x3 quadratic fit")
     p.add_argument("--threads", type=int, default=2)

@@ -52,6 +52,7 @@ from _protocol import (  # noqa: E402
     parse_hw,
     progress,
 )
+
 from kpnet.metrics import repeatability  # noqa: E402
 
 ANGLES = (15.0, 30.0, 45.0, 90.0, 180.0)
@@ -92,8 +93,12 @@ def warp_case(gray: np.ndarray, H: np.ndarray, margin: float) -> tuple[np.ndarra
     m = int(math.ceil(margin))
     if m > 0:
         # Only the edge against the black fill erodes: outside the canvas counts as valid.
-        valid2 = cv2.erode(valid2, np.ones((2 * m + 1, 2 * m + 1), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=255)
-    valid1 = cv2.warpAffine(valid2, np.linalg.inv(H)[:2], (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        valid2 = cv2.erode(
+            valid2, np.ones((2 * m + 1, 2 * m + 1), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=255
+        )
+    valid1 = cv2.warpAffine(
+        valid2, np.linalg.inv(H)[:2], (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     return img2, valid1, valid2
 
 
@@ -128,7 +133,9 @@ def load_gray(path: Path, size: tuple[int, int] | None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- evaluation
-def evaluate(det: Detector, photos: list[np.ndarray], case_list, k: int, margin: float, desc: str = "") -> dict[str, Any]:
+def evaluate(
+    det: Detector, photos: list[np.ndarray], case_list, k: int, margin: float, desc: str = ""
+) -> dict[str, Any]:
     """Per case: mean rep@3, rep@1, localisation error (px) and keypoints over the photos."""
     per: dict[str, list[dict[str, float]]] = {c[0]: [] for c in case_list}
     times = []
@@ -143,10 +150,20 @@ def evaluate(det: Detector, photos: list[np.ndarray], case_list, k: int, margin:
             times.append(d2.ms)
             r3 = repeatability(d1.xy, d2.xy, H, (w, h), (w, h), eps=3.0)
             r1 = repeatability(d1.xy, d2.xy, H, (w, h), (w, h), eps=1.0)
-            per[name].append({"rep@3": r3.repeatability, "rep@1": r1.repeatability, "loc_err": r3.loc_error, "n": (len(d1.xy) + len(d2.xy)) / 2})
+            per[name].append(
+                {
+                    "rep@3": r3.repeatability,
+                    "rep@1": r1.repeatability,
+                    "loc_err": r3.loc_error,
+                    "n": (len(d1.xy) + len(d2.xy)) / 2,
+                }
+            )
     out: dict[str, Any] = {"cases": {}, "ms_per_image": float(np.median(times)) if times else float("nan")}
     for name, rows in per.items():
-        out["cases"][name] = {key: float(np.nanmean([r[key] for r in rows])) if any(np.isfinite(r[key]) for r in rows) else float("nan") for key in ("rep@3", "rep@1", "loc_err", "n")}
+        out["cases"][name] = {
+            key: float(np.nanmean([r[key] for r in rows])) if any(np.isfinite(r[key]) for r in rows) else float("nan")
+            for key in ("rep@3", "rep@1", "loc_err", "n")
+        }
         out["cases"][name]["per_photo_rep@3"] = [r["rep@3"] for r in rows]
     return out
 
@@ -159,7 +176,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"protocol: {s['protocol_text']}; copies on the same canvas about the centre, detections within "
         f"{s['margin']:g} px of the fill ignored, both images restricted to their shared area.",
     ]
-    for key, title, fmt in (("rep@3", "repeatability @3 px", "{:.3f}"), ("rep@1", "repeatability @1 px", "{:.3f}"), ("loc_err", "localisation error (px) of points repeated @3 px", "{:.2f}")):
+    for key, title, fmt in (
+        ("rep@3", "repeatability @3 px", "{:.3f}"),
+        ("rep@1", "repeatability @1 px", "{:.3f}"),
+        ("loc_err", "localisation error (px) of points repeated @3 px", "{:.2f}"),
+    ):
         lines += ["", f"{title}:", "", "| detector | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for det, r in results["detectors"].items():
             lines.append(f"| {det} | " + " | ".join(fmt.format(r["cases"][n][key]) for n in names) + " |")
@@ -181,7 +202,9 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for det, r in results["detectors"].items():
         if rot:
-            axes[0].plot([0] + [a for _, a in rot], [1.0] + [r["cases"][n]["rep@3"] for n, _ in rot], marker="o", label=det)
+            axes[0].plot(
+                [0] + [a for _, a in rot], [1.0] + [r["cases"][n]["rep@3"] for n, _ in rot], marker="o", label=det
+            )
         if scl:
             pts = sorted([(1.0, 1.0)] + [(sc, r["cases"][n]["rep@3"]) for n, sc in scl])
             axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=det)
@@ -210,15 +233,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("data", help="folder of photos (searched recursively)")
     p.add_argument("--model", action="append", help="kpnet model file (repeatable)")
-    p.add_argument("--baselines", default="orb,fast,gftt,harris,sift", help=f"comma-separated from: {baseline_choices()}")
+    p.add_argument(
+        "--baselines", default="orb,fast,gftt,harris,sift", help=f"comma-separated from: {baseline_choices()}"
+    )
     p.add_argument("-k", "--k", dest="k", type=int, default=300, help="keypoints per image (default 300)")
-    p.add_argument("--angles", default=",".join(f"{a:g}" for a in ANGLES), help="rotations in degrees (default 15,30,45,90,180)")
+    p.add_argument(
+        "--angles", default=",".join(f"{a:g}" for a in ANGLES), help="rotations in degrees (default 15,30,45,90,180)"
+    )
     p.add_argument("--scales", default=",".join(f"{s:g}" for s in SCALES), help="scale factors (default 0.5,0.7,1.5,2)")
-    p.add_argument("--holdout", type=int, help="use the N photos with the smallest training-split hash (held out of training)")
+    p.add_argument(
+        "--holdout", type=int, help="use the N photos with the smallest training-split hash (held out of training)"
+    )
     p.add_argument("--every", type=int, default=1, help="every E-th photo of the sorted paths (without --holdout)")
     p.add_argument("--limit", type=int, help="at most this many photos")
     p.add_argument("--size", help="resize every photo to HEIGHTxWIDTH first (default: native size)")
-    p.add_argument("--margin", type=float, default=8.0, help="ignore detections within this many px of a copy's black fill (default 8)")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=8.0,
+        help="ignore detections within this many px of a copy's black fill (default 8)",
+    )
     add_protocol_args(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", help="folder caching raw detections of the slow detectors (teachers)")
@@ -242,9 +276,23 @@ def main(argv: list[str] | None = None) -> int:
         files = select_photos(root, a.holdout, a.every, a.limit)
         photos = [load_gray(f, size) for f in files]
         case_list = cases(angles, scales)
-        selection = f"--holdout {a.holdout}" if a.holdout else f"every {a.every}" + (f", limit {a.limit}" if a.limit else "")
+        selection = (
+            f"--holdout {a.holdout}" if a.holdout else f"every {a.every}" + (f", limit {a.limit}" if a.limit else "")
+        )
         results: dict[str, Any] = {
-            "settings": {"data": str(a.data), "photos": len(files), "files": [f.relative_to(root).as_posix() for f in files], "selection": selection, "size": a.size, "k": a.k, "cases": case_list, "margin": a.margin, "protocol": proto.to_dict(), "protocol_text": proto.describe(), "threads": a.threads},
+            "settings": {
+                "data": str(a.data),
+                "photos": len(files),
+                "files": [f.relative_to(root).as_posix() for f in files],
+                "selection": selection,
+                "size": a.size,
+                "k": a.k,
+                "cases": case_list,
+                "margin": a.margin,
+                "protocol": proto.to_dict(),
+                "protocol_text": proto.describe(),
+                "threads": a.threads,
+            },
             "detectors": {},
         }
         for name in names:
@@ -253,7 +301,12 @@ def main(argv: list[str] | None = None) -> int:
             results["detectors"][det.label] = evaluate(det, photos, case_list, a.k, a.margin)
             r = results["detectors"][det.label]
             r["wall_s"] = time.perf_counter() - t0
-            print(f"  {det.label}: " + "  ".join(f"{n} {v['rep@3']:.2f}" for n, v in r["cases"].items()) + f"  ({r['wall_s']:.0f} s)", flush=True)
+            print(
+                f"  {det.label}: "
+                + "  ".join(f"{n} {v['rep@3']:.2f}" for n, v in r["cases"].items())
+                + f"  ({r['wall_s']:.0f} s)",
+                flush=True,
+            )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -266,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "invariance.json").write_text(json.dumps(results, indent=1))
     (out / "invariance.md").write_text(text + "\n")
     made = plot(results, out / "invariance.png")
-    print(f"\nwrote {out / 'invariance.json'}, {out / 'invariance.md'}" + (f", {out / 'invariance.png'}" if made else "") + f" in {results['wall_s']:.0f} s")
+    print(
+        f"\nwrote {out / 'invariance.json'}, {out / 'invariance.md'}"
+        + (f", {out / 'invariance.png'}" if made else "")
+        + f" in {results['wall_s']:.0f} s"
+    )
     return 0
 
 

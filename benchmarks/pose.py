@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -64,6 +63,7 @@ from _protocol import (  # noqa: E402
     parse_hw,
     progress,
 )
+
 from kpnet.baselines import CLASSICAL  # noqa: E402
 from kpnet.metrics import mutual_nn_matches  # noqa: E402
 from kpnet.tracking import track_points  # noqa: E402
@@ -71,7 +71,11 @@ from kpnet.tracking import track_points  # noqa: E402
 FRONT_ENDS = ("klt", "desc")
 AUC_THRESHOLDS = (5.0, 10.0, 20.0)
 #: TUM RGB-D's published intrinsics of its three Kinects (fx, fy, cx, cy), 640x480.
-TUM_INTRINSICS = {"fr1": (517.3, 516.5, 318.6, 255.3), "fr2": (520.9, 521.0, 325.1, 249.7), "fr3": (535.4, 539.2, 320.1, 247.6)}
+TUM_INTRINSICS = {
+    "fr1": (517.3, 516.5, 318.6, 255.3),
+    "fr2": (520.9, 521.0, 325.1, 249.7),
+    "fr3": (535.4, 539.2, 320.1, 247.6),
+}
 LAYOUTS = {
     "generic": "images/ (frames, sorted), K.txt (3x3), poses.txt (16 numbers a line: 4x4 camera-to-world)",
     "kitti": "image_0/ (frames), calib.txt (P0: 3x4), poses (--poses FILE or poses.txt: 12 numbers a line, 3x4 camera-to-world)",
@@ -129,7 +133,9 @@ def parse_intrinsics(text: str) -> np.ndarray:
         try:
             fx, fy, cx, cy = (float(v) for v in text.split(","))
         except ValueError as exc:
-            raise ValueError(f"--intrinsics must be fx,fy,cx,cy or one of {', '.join(TUM_INTRINSICS)}; got {text!r}") from exc
+            raise ValueError(
+                f"--intrinsics must be fx,fy,cx,cy or one of {', '.join(TUM_INTRINSICS)}; got {text!r}"
+            ) from exc
     return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)
 
 
@@ -137,11 +143,13 @@ def _quat_to_R(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
     q = np.array([qw, qx, qy, qz], np.float64)
     q /= np.linalg.norm(q)
     w, x, y, z = q
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def detect_layout(root: Path, poses: Optional[str] = None) -> str:
@@ -159,7 +167,9 @@ def detect_layout(root: Path, poses: Optional[str] = None) -> str:
     raise ValueError(f"{root} is not a sequence in a known layout (found: {present}). Each layout needs: {needs}")
 
 
-def load_sequence(root: str | Path, *, poses: Optional[str] = None, intrinsics: Optional[str] = None, max_dt: float = 0.02) -> Sequence:
+def load_sequence(
+    root: str | Path, *, poses: Optional[str] = None, intrinsics: Optional[str] = None, max_dt: float = 0.02
+) -> Sequence:
     """Read a sequence in any of the :data:`LAYOUTS` (detected by :func:`detect_layout`)."""
     root = Path(root)
     layout = detect_layout(root, poses)
@@ -175,11 +185,15 @@ def load_sequence(root: str | Path, *, poses: Optional[str] = None, intrinsics: 
                 key, vals = line.split(":", 1)
                 calib[key.strip()] = vals.split()
         if "P0" not in calib or len(calib["P0"]) != 12:
-            raise ValueError(f"{root / 'calib.txt'}: needs a line 'P0: <12 numbers>' (the left grey camera's projection)")
+            raise ValueError(
+                f"{root / 'calib.txt'}: needs a line 'P0: <12 numbers>' (the left grey camera's projection)"
+            )
         K = K_opt if K_opt is not None else np.array(calib["P0"], np.float64).reshape(3, 4)[:, :3]
         pfile = Path(poses) if poses else root / "poses.txt"
         if not pfile.is_file():
-            raise ValueError(f"KITTI sequence {root}: poses file {pfile} not found; pass the sequence's poses with --poses FILE (e.g. dataset/poses/00.txt)")
+            raise ValueError(
+                f"KITTI sequence {root}: poses file {pfile} not found; pass the sequence's poses with --poses FILE (e.g. dataset/poses/00.txt)"
+            )
         P = _matrix_rows(pfile, 12).reshape(-1, 3, 4)
         T = np.tile(np.eye(4), (len(P), 1, 1))
         T[:, :3, :] = P
@@ -192,7 +206,9 @@ def load_sequence(root: str | Path, *, poses: Optional[str] = None, intrinsics: 
         if (root / "K.txt").is_file():
             K_opt = np.loadtxt(root / "K.txt", dtype=np.float64).reshape(3, 3)
         else:
-            raise ValueError(f"TUM sequence {root}: give the intrinsics with --intrinsics fx,fy,cx,cy or one of {', '.join(TUM_INTRINSICS)} (freiburg 1/2/3)")
+            raise ValueError(
+                f"TUM sequence {root}: give the intrinsics with --intrinsics fx,fy,cx,cy or one of {', '.join(TUM_INTRINSICS)} (freiburg 1/2/3)"
+            )
     rgb = []
     for line in (root / "rgb.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
@@ -278,7 +294,14 @@ class PoseResult:
 ESTIMATORS = {"ransac": cv2.RANSAC, "usac-accurate": cv2.USAC_ACCURATE}
 
 
-def estimate_pose(p1: np.ndarray, p2: np.ndarray, K: np.ndarray, threshold: float = 1.0, prob: float = 0.999, estimator: str = "ransac") -> PoseResult:
+def estimate_pose(
+    p1: np.ndarray,
+    p2: np.ndarray,
+    K: np.ndarray,
+    threshold: float = 1.0,
+    prob: float = 0.999,
+    estimator: str = "ransac",
+) -> PoseResult:
     """Essential matrix by RANSAC (``threshold`` px; see :data:`ESTIMATORS`) and ``recoverPose``;
     of several E solutions the one with most points in front of both cameras.
     p1, p2: float [M, 2] pixels."""
@@ -361,7 +384,22 @@ def _pair_task(task: tuple[str, list[tuple[int, int]]]) -> list[dict[str, Any]]:
         else:
             er, et = rotation_error(res.R, R_gt), translation_error(res.t, t_gt)
             err = max(er, et) if np.isfinite(et) else er
-        rows.append({"i": i, "j": j, "gap": j - i, "error": err, "err_R": er, "err_t": et, "matches": res.matches, "inliers": res.inliers, "inlier_ratio": res.inliers / res.matches if res.matches else 0.0, "survival": surv, "ms_match": t_match, "ms_pose": t_pose})
+        rows.append(
+            {
+                "i": i,
+                "j": j,
+                "gap": j - i,
+                "error": err,
+                "err_R": er,
+                "err_t": et,
+                "matches": res.matches,
+                "inliers": res.inliers,
+                "inlier_ratio": res.inliers / res.matches if res.matches else 0.0,
+                "survival": surv,
+                "ms_match": t_match,
+                "ms_pose": t_pose,
+            }
+        )
     return rows
 
 
@@ -392,7 +430,20 @@ def _worker_init(state: dict[str, Any]) -> None:
     _W.update(state)
 
 
-def run_detector(det: Detector, seq: Sequence, grays: list[np.ndarray], pairs: list[tuple[int, int]], k: int, front_ends: list[str], ransac: float, *, conf: float = 0.999, estimator: str = "ransac", desc_size: float = 12.0, workers: int = 1) -> DetectorRun:
+def run_detector(
+    det: Detector,
+    seq: Sequence,
+    grays: list[np.ndarray],
+    pairs: list[tuple[int, int]],
+    k: int,
+    front_ends: list[str],
+    ransac: float,
+    *,
+    conf: float = 0.999,
+    estimator: str = "ransac",
+    desc_size: float = 12.0,
+    workers: int = 1,
+) -> DetectorRun:
     """Detect every frame, then run each front end and pose estimation on every pair."""
     out = DetectorRun(det.label)
     xys = []
@@ -409,11 +460,25 @@ def run_detector(det: Detector, seq: Sequence, grays: list[np.ndarray], pairs: l
             out.describe_ms.append(ms)
     chunk = 16
     for fe in front_ends:
-        state = dict(grays=grays, xys=xys, descs=descs if fe == "desc" else {}, seq=seq, ransac=ransac, conf=conf, estimator=estimator)
+        state = dict(
+            grays=grays,
+            xys=xys,
+            descs=descs if fe == "desc" else {},
+            seq=seq,
+            ransac=ransac,
+            conf=conf,
+            estimator=estimator,
+        )
         if fe == "desc":
             state["grays"] = []  # not needed: descriptors are computed
         tasks = [(fe, pairs[c : c + chunk]) for c in range(0, len(pairs), chunk)]
-        out.rows[fe] = [r for part in _map(_pair_task, tasks, workers, f"{det.label}: {fe}", len(pairs), state, weight=lambda t: len(t[1])) for r in part]
+        out.rows[fe] = [
+            r
+            for part in _map(
+                _pair_task, tasks, workers, f"{det.label}: {fe}", len(pairs), state, weight=lambda t: len(t[1])
+            )
+            for r in part
+        ]
     _W.clear()
     return out
 
@@ -451,11 +516,21 @@ def markdown(results: dict[str, Any]) -> str:
     for det, r in results["detectors"].items():
         for fe, m in r["all"].items():
             surv = f"{m['survival']:.3f}" if np.isfinite(m["survival"]) else "-"
-            lines.append(f"| {det} | {fe} | {m['auc@5']:.3f} | {m['auc@10']:.3f} | {m['auc@20']:.3f} | {m['median_error']:.2f} | {m['failures']} | {m['inlier_ratio']:.3f} | {m['matches']:.0f} | {surv} | {r['detect_ms']:.1f} | {r['describe_ms']:.1f} | {m['ms_match']:.1f} | {m['ms_pose']:.1f} |")
-    lines += ["", "AUC@10 per frame gap:", "", "| detector | front end | " + " | ".join(f"gap {g}" for g in gaps) + " |", "|---|---|" + "---|" * len(gaps)]
+            lines.append(
+                f"| {det} | {fe} | {m['auc@5']:.3f} | {m['auc@10']:.3f} | {m['auc@20']:.3f} | {m['median_error']:.2f} | {m['failures']} | {m['inlier_ratio']:.3f} | {m['matches']:.0f} | {surv} | {r['detect_ms']:.1f} | {r['describe_ms']:.1f} | {m['ms_match']:.1f} | {m['ms_pose']:.1f} |"
+            )
+    lines += [
+        "",
+        "AUC@10 per frame gap:",
+        "",
+        "| detector | front end | " + " | ".join(f"gap {g}" for g in gaps) + " |",
+        "|---|---|" + "---|" * len(gaps),
+    ]
     for det, r in results["detectors"].items():
         for fe in r["all"]:
-            lines.append(f"| {det} | {fe} | " + " | ".join(f"{r['per_gap'][fe][str(g)]['auc@10']:.3f}" for g in gaps) + " |")
+            lines.append(
+                f"| {det} | {fe} | " + " | ".join(f"{r['per_gap'][fe][str(g)]['auc@10']:.3f}" for g in gaps) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -470,11 +545,23 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog="layouts:\n" + "\n".join(f"  {k}: {v}" for k, v in LAYOUTS.items()))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="layouts:\n" + "\n".join(f"  {k}: {v}" for k, v in LAYOUTS.items()),
+    )
     p.add_argument("sequence", help="sequence folder (generic, KITTI or TUM RGB-D layout)")
     p.add_argument("--models", default="", help="comma-separated kpnet model files")
-    p.add_argument("--baselines", default="orb,fast,gftt,harris", help=f"comma-separated OpenCV detectors from: {', '.join(CLASSICAL)} (default orb,fast,gftt,harris)")
-    p.add_argument("--teachers", default="", help=f"comma-separated ALIKED teachers from: {', '.join(TEACHERS)} (slow on CPU; cached)")
+    p.add_argument(
+        "--baselines",
+        default="orb,fast,gftt,harris",
+        help=f"comma-separated OpenCV detectors from: {', '.join(CLASSICAL)} (default orb,fast,gftt,harris)",
+    )
+    p.add_argument(
+        "--teachers",
+        default="",
+        help=f"comma-separated ALIKED teachers from: {', '.join(TEACHERS)} (slow on CPU; cached)",
+    )
     p.add_argument("--front-ends", default="klt,desc", help="comma-separated from: klt, desc")
     p.add_argument("--gaps", default="1,3,5,10", help="frame gaps g of the pairs (i, i+g) (default 1,3,5,10)")
     p.add_argument("--step", type=int, default=1, help="first frames of the pairs: every STEP-th (default 1)")
@@ -482,13 +569,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", "--max-keypoints", dest="k", type=int, default=1000, help="keypoints per frame (default 1000)")
     p.add_argument("--size", help="resize frames to HEIGHTxWIDTH first (K scaled to match); default native")
     p.add_argument("--ransac", type=float, default=1.0, help="essential-matrix RANSAC threshold in px (default 1)")
-    p.add_argument("--estimator", choices=list(ESTIMATORS), default="ransac", help="ransac: OpenCV's plain RANSAC, SuperGlue's protocol (default); usac-accurate: with local optimisation and a final fit (less noise, faster)")
+    p.add_argument(
+        "--estimator",
+        choices=list(ESTIMATORS),
+        default="ransac",
+        help="ransac: OpenCV's plain RANSAC, SuperGlue's protocol (default); usac-accurate: with local optimisation and a final fit (less noise, faster)",
+    )
     p.add_argument("--ransac-conf", type=float, default=0.999, help="RANSAC confidence (default 0.999)")
-    p.add_argument("--desc-size", type=float, default=12.0, help="desc front end: SIFT keypoint size in px (default 12, as the accuracy benchmark)")
-    p.add_argument("--workers", type=int, default=2, help="processes for the front ends and pose estimation (default 2; 1 = inline)")
+    p.add_argument(
+        "--desc-size",
+        type=float,
+        default=12.0,
+        help="desc front end: SIFT keypoint size in px (default 12, as the accuracy benchmark)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes for the front ends and pose estimation (default 2; 1 = inline)",
+    )
     p.add_argument("--poses", help="KITTI: the sequence's poses file (default SEQUENCE/poses.txt)")
     p.add_argument("--intrinsics", help=f"fx,fy,cx,cy or {'/'.join(TUM_INTRINSICS)} (TUM); overrides the folder's K")
-    p.add_argument("--max-dt", type=float, default=0.02, help="TUM: max seconds between an image and its ground-truth pose (default 0.02)")
+    p.add_argument(
+        "--max-dt",
+        type=float,
+        default=0.02,
+        help="TUM: max seconds between an image and its ground-truth pose (default 0.02)",
+    )
     add_protocol_args(p)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for kpnet / teachers / OpenCV (default 2)")
     p.add_argument("--cache", help="folder caching teachers' raw detections (default OUT/cache)")
@@ -506,7 +613,9 @@ def main(argv: list[str] | None = None) -> int:
         teachers = [t for t in a.teachers.split(",") if t]
         bad = [b for b in baselines if b not in CLASSICAL] + [t for t in teachers if t not in TEACHERS]
         if bad:
-            raise ValueError(f"unknown detectors {bad}; --baselines from: {', '.join(CLASSICAL)}; --teachers from: {', '.join(TEACHERS)}")
+            raise ValueError(
+                f"unknown detectors {bad}; --baselines from: {', '.join(CLASSICAL)}; --teachers from: {', '.join(TEACHERS)}"
+            )
         proto = Protocol.from_args(a)
         size = parse_hw(a.size, "--size") if a.size else None
     except ValueError as exc:
@@ -517,7 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seq = load_sequence(a.sequence, poses=a.poses, intrinsics=a.intrinsics, max_dt=a.max_dt)
         if a.max_frames:
-            seq = Sequence(seq.layout, seq.root, seq.images[: a.max_frames], seq.K, seq.poses[: a.max_frames], seq.timestamps)
+            seq = Sequence(
+                seq.layout, seq.root, seq.images[: a.max_frames], seq.K, seq.poses[: a.max_frames], seq.timestamps
+            )
         grays = []
         for f in progress(seq.images, desc="read frames"):
             g = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
@@ -539,19 +650,66 @@ def main(argv: list[str] | None = None) -> int:
         names = [m for m in a.models.split(",") if m] + baselines + teachers
         cache = Path(a.cache) if a.cache else out / "cache"
         results: dict[str, Any] = {
-            "settings": {"sequence": str(a.sequence), "layout": seq.layout, "frames": len(grays), "pairs": len(pairs), "gaps": gaps, "step": a.step, "k": a.k, "size": a.size, "ransac_px": a.ransac, "ransac_conf": a.ransac_conf, "estimator": a.estimator, "desc_size": a.desc_size, "workers": a.workers, "front_ends": front_ends, "protocol": proto.to_dict(), "protocol_text": proto.describe(), "descriptor": f"OpenCV SIFT descriptor at each keypoint, fixed size {a.desc_size:g} px, angle 0", "threads": a.threads, "K": seq.K.tolist()},
+            "settings": {
+                "sequence": str(a.sequence),
+                "layout": seq.layout,
+                "frames": len(grays),
+                "pairs": len(pairs),
+                "gaps": gaps,
+                "step": a.step,
+                "k": a.k,
+                "size": a.size,
+                "ransac_px": a.ransac,
+                "ransac_conf": a.ransac_conf,
+                "estimator": a.estimator,
+                "desc_size": a.desc_size,
+                "workers": a.workers,
+                "front_ends": front_ends,
+                "protocol": proto.to_dict(),
+                "protocol_text": proto.describe(),
+                "descriptor": f"OpenCV SIFT descriptor at each keypoint, fixed size {a.desc_size:g} px, angle 0",
+                "threads": a.threads,
+                "K": seq.K.tolist(),
+            },
             "detectors": {},
         }
         for name in names:
             det = build_detector(name, proto, threads=a.threads, cache_dir=cache if name in TEACHERS else None)
             t0 = time.perf_counter()
-            run = run_detector(det, seq, grays, pairs, a.k, front_ends, a.ransac, conf=a.ransac_conf, estimator=a.estimator, desc_size=a.desc_size, workers=a.workers)
-            r: dict[str, Any] = {"detect_ms": float(np.median(run.detect_ms[1:] if len(run.detect_ms) > 1 else run.detect_ms)), "describe_ms": float(np.median(run.describe_ms)) if run.describe_ms else float("nan"), "all": {}, "per_gap": {}, "pairs": run.rows, "wall_s": time.perf_counter() - t0}
+            run = run_detector(
+                det,
+                seq,
+                grays,
+                pairs,
+                a.k,
+                front_ends,
+                a.ransac,
+                conf=a.ransac_conf,
+                estimator=a.estimator,
+                desc_size=a.desc_size,
+                workers=a.workers,
+            )
+            r: dict[str, Any] = {
+                "detect_ms": float(np.median(run.detect_ms[1:] if len(run.detect_ms) > 1 else run.detect_ms)),
+                "describe_ms": float(np.median(run.describe_ms)) if run.describe_ms else float("nan"),
+                "all": {},
+                "per_gap": {},
+                "pairs": run.rows,
+                "wall_s": time.perf_counter() - t0,
+            }
             for fe, rows in run.rows.items():
                 r["all"][fe] = summarise(rows)
                 r["per_gap"][fe] = {str(g): summarise([x for x in rows if x["gap"] == g]) for g in gaps}
             results["detectors"][det.label] = r
-            print(f"  {det.label}: " + "  ".join(f"{fe} AUC@5/10/20 {m['auc@5']:.3f}/{m['auc@10']:.3f}/{m['auc@20']:.3f}" for fe, m in r["all"].items()) + f"  ({r['wall_s']:.0f} s)", flush=True)
+            print(
+                f"  {det.label}: "
+                + "  ".join(
+                    f"{fe} AUC@5/10/20 {m['auc@5']:.3f}/{m['auc@10']:.3f}/{m['auc@20']:.3f}"
+                    for fe, m in r["all"].items()
+                )
+                + f"  ({r['wall_s']:.0f} s)",
+                flush=True,
+            )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ from _protocol import (  # noqa: E402
     progress,
     to_gray,
 )
+
 from kpnet.tracking import track_points  # noqa: E402
 
 
@@ -72,7 +73,9 @@ def _nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).min(axis=1))
 
 
-def redetection_rate(prev: np.ndarray, cur: np.ndarray, xy_prev: np.ndarray, xy_cur: np.ndarray, radius: float = 2.0) -> float:
+def redetection_rate(
+    prev: np.ndarray, cur: np.ndarray, xy_prev: np.ndarray, xy_cur: np.ndarray, radius: float = 2.0
+) -> float:
     """Fraction of ``xy_prev`` whose LK-tracked position (forward-backward checked) has a
     detection of the next frame within ``radius`` px; points lost by LK count as failures."""
     if len(xy_prev) == 0:
@@ -141,17 +144,27 @@ def main(argv: list[str] | None = None) -> int:
         f"Temporal stability on {a.source} ({n} frames), K={a.max_keypoints}, protocol: {proto.describe()}; "
         f"re-detection radius {a.radius:g} px, LK with forward-backward check. dup@2: raw top-K keypoints with another within 2 px.",
         "",
-        "| detector | keypoints/frame | dup@2 | re-detection rate | " + " | ".join(f"survival after {m}" for m in marks) + " | ms/frame |",
+        "| detector | keypoints/frame | dup@2 | re-detection rate | "
+        + " | ".join(f"survival after {m}" for m in marks)
+        + " | ms/frame |",
         "|---|---|---|---|" + "---|" * len(marks) + "---|",
     ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['keypoints_mean']:.0f} | {r['dup2']:.2f} | {r['redetection_rate']:.3f} | " + " | ".join(f"{r['survival'][m]:.3f}" for m in marks) + f" | {r['ms_per_frame']:.1f} |")
+        lines.append(
+            f"| {name} | {r['keypoints_mean']:.0f} | {r['dup2']:.2f} | {r['redetection_rate']:.3f} | "
+            + " | ".join(f"{r['survival'][m]:.3f}" for m in marks)
+            + f" | {r['ms_per_frame']:.1f} |"
+        )
     text = "\n".join(lines)
     print(text)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {**vars(a), "protocol": proto.to_dict()}
-    (out / "stability.json").write_text(json.dumps({"settings": settings, "frames": n, "wall_s": time.perf_counter() - t0, "results": results}, indent=1))
+    (out / "stability.json").write_text(
+        json.dumps(
+            {"settings": settings, "frames": n, "wall_s": time.perf_counter() - t0, "results": results}, indent=1
+        )
+    )
     (out / "stability.md").write_text(text + "\n")
     try:
         import matplotlib

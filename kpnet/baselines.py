@@ -39,11 +39,31 @@ CLASSICAL: tuple[str, ...] = ("orb", "fast", "gftt", "harris", "sift")
 
 #: The fixed settings of each detector (what the benchmarks record next to their results).
 SETTINGS: dict[str, dict[str, object]] = {
-    "orb": {"scaleFactor": 1.2, "nlevels": 8, "edgeThreshold": 31, "fastThreshold": 20, "scoreType": "HARRIS", "nfeatures": "max_keypoints"},
+    "orb": {
+        "scaleFactor": 1.2,
+        "nlevels": 8,
+        "edgeThreshold": 31,
+        "fastThreshold": 20,
+        "scoreType": "HARRIS",
+        "nfeatures": "max_keypoints",
+    },
     "fast": {"threshold": 10, "nonmaxSuppression": True, "type": "9_16"},
     "gftt": {"qualityLevel": 0.001, "minDistance": 1, "blockSize": 3, "gradientSize": 3, "useHarrisDetector": False},
-    "harris": {"qualityLevel": 0.001, "minDistance": 1, "blockSize": 3, "gradientSize": 3, "useHarrisDetector": True, "k": 0.04},
-    "sift": {"nfeatures": "max_keypoints", "nOctaveLayers": 3, "contrastThreshold": 0.04, "edgeThreshold": 10, "sigma": 1.6},
+    "harris": {
+        "qualityLevel": 0.001,
+        "minDistance": 1,
+        "blockSize": 3,
+        "gradientSize": 3,
+        "useHarrisDetector": True,
+        "k": 0.04,
+    },
+    "sift": {
+        "nfeatures": "max_keypoints",
+        "nOctaveLayers": 3,
+        "contrastThreshold": 0.04,
+        "edgeThreshold": 10,
+        "sigma": 1.6,
+    },
 }
 
 #: ``(gray uint8 [H, W], mask uint8 [H, W] | None) -> (xy float32 [N, 2], scores float32 [N])``,
@@ -96,9 +116,15 @@ def make_classical(name: str, max_keypoints: int) -> ClassicalDetect:
         def gftt(gray: np.ndarray, mask: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
             _check_gray(gray)
             pts, quality = cv2.goodFeaturesToTrackWithQuality(
-                gray, k, s["qualityLevel"], s["minDistance"], mask,
-                blockSize=s["blockSize"], gradientSize=s["gradientSize"],
-                useHarrisDetector=s["useHarrisDetector"], k=float(s.get("k", 0.04)),
+                gray,
+                k,
+                s["qualityLevel"],
+                s["minDistance"],
+                mask,
+                blockSize=s["blockSize"],
+                gradientSize=s["gradientSize"],
+                useHarrisDetector=s["useHarrisDetector"],
+                k=float(s.get("k", 0.04)),
             )
             if pts is None or len(pts) == 0:
                 return np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
@@ -107,9 +133,13 @@ def make_classical(name: str, max_keypoints: int) -> ClassicalDetect:
         return gftt
 
     if name == "orb":
-        det = cv2.ORB_create(nfeatures=k, scaleFactor=1.2, nlevels=8, edgeThreshold=31, fastThreshold=20, scoreType=cv2.ORB_HARRIS_SCORE)
+        det = cv2.ORB_create(
+            nfeatures=k, scaleFactor=1.2, nlevels=8, edgeThreshold=31, fastThreshold=20, scoreType=cv2.ORB_HARRIS_SCORE
+        )
     elif name == "fast":
-        det = cv2.FastFeatureDetector_create(threshold=10, nonmaxSuppression=True, type=cv2.FAST_FEATURE_DETECTOR_TYPE_9_16)
+        det = cv2.FastFeatureDetector_create(
+            threshold=10, nonmaxSuppression=True, type=cv2.FAST_FEATURE_DETECTOR_TYPE_9_16
+        )
     else:
         det = cv2.SIFT_create(nfeatures=k, nOctaveLayers=3, contrastThreshold=0.04, edgeThreshold=10, sigma=1.6)
 

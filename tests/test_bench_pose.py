@@ -84,12 +84,18 @@ def _render(X, amp, T_c2w, h=240, w=320):
         if not (4 <= u < w - 4 and 4 <= v < h - 4) or z[k] <= 0:
             continue
         x0, y0 = int(u) - 4, int(v) - 4
-        patch = np.exp(-((xs[y0 : y0 + 10, x0 : x0 + 10] - u) ** 2 + (ys[y0 : y0 + 10, x0 : x0 + 10] - v) ** 2) / (2 * 1.3**2))
+        patch = np.exp(
+            -((xs[y0 : y0 + 10, x0 : x0 + 10] - u) ** 2 + (ys[y0 : y0 + 10, x0 : x0 + 10] - v) ** 2) / (2 * 1.3**2)
+        )
         img[y0 : y0 + 10, x0 : x0 + 10] = img[y0 : y0 + 10, x0 : x0 + 10] * (1 - patch) + amp[k] * patch
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-POSES = [_c2w(np.eye(3), [0, 0, 0]), _c2w(_rot([0.3, 1, 0.2], 3.0), [0.45, 0.15, 0.4]), _c2w(_rot([0.2, 1, 0.3], 5.0), [0.8, 0.1, 0.6])]
+POSES = [
+    _c2w(np.eye(3), [0, 0, 0]),
+    _c2w(_rot([0.3, 1, 0.2], 3.0), [0.45, 0.15, 0.4]),
+    _c2w(_rot([0.2, 1, 0.3], 5.0), [0.8, 0.1, 0.6]),
+]
 
 
 def test_estimate_pose_on_exact_projections():
@@ -144,7 +150,28 @@ def test_pose_cli_workers_and_models(tmp_path, tiny_onnx):
     seq = tmp_path / "seq"
     _write_generic(seq, n=2)
     out = tmp_path / "out"
-    assert POSE.main([str(seq), "--models", str(tiny_onnx), "--baselines", "orb", "--gaps", "1", "-k", "100", "--workers", "2", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        POSE.main(
+            [
+                str(seq),
+                "--models",
+                str(tiny_onnx),
+                "--baselines",
+                "orb",
+                "--gaps",
+                "1",
+                "-k",
+                "100",
+                "--workers",
+                "2",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "pose.json").read_text())
     assert set(res["detectors"]) == {"tiny.onnx", "orb"}
     with pytest.raises(SystemExit):
@@ -183,7 +210,9 @@ def test_kitti_reader(tmp_path):
     _tiny_frames(tmp_path / "image_0")
     P0 = np.hstack([K, np.zeros((3, 1))])
     P1 = np.hstack([K, [[-100.0], [0], [0]]])
-    (tmp_path / "calib.txt").write_text("".join(f"{n}: " + " ".join(f"{v:.6e}" for v in P.ravel()) + "\n" for n, P in (("P0", P0), ("P1", P1))))
+    (tmp_path / "calib.txt").write_text(
+        "".join(f"{n}: " + " ".join(f"{v:.6e}" for v in P.ravel()) + "\n" for n, P in (("P0", P0), ("P1", P1)))
+    )
     with pytest.raises(ValueError, match="--poses FILE"):
         POSE.load_sequence(tmp_path)
     np.savetxt(tmp_path / "00.txt", np.stack([p[:3].reshape(-1) for p in POSES]))
@@ -198,11 +227,15 @@ def test_kitti_reader(tmp_path):
 def test_tum_reader(tmp_path):
     _tiny_frames(tmp_path / "rgb")
     stamps = [100.0, 100.1, 100.2]
-    (tmp_path / "rgb.txt").write_text("# color images\n# timestamp filename\n" + "".join(f"{t:.6f} rgb/{i:06d}.png\n" for i, t in enumerate(stamps)))
+    (tmp_path / "rgb.txt").write_text(
+        "# color images\n# timestamp filename\n" + "".join(f"{t:.6f} rgb/{i:06d}.png\n" for i, t in enumerate(stamps))
+    )
     # ground truth at other times; the middle image has no pose within 0.02 s
     q = (0.0, 0.0, math.sin(math.radians(45)), math.cos(math.radians(45)))  # 90 degrees about z
     gt = [(99.995, 1, 2, 3, *q), (100.05, 0, 0, 0, 0, 0, 0, 1), (100.21, 4, 5, 6, 0, 0, 0, 1)]
-    (tmp_path / "groundtruth.txt").write_text("# timestamp tx ty tz qx qy qz qw\n" + "".join(" ".join(f"{v:.4f}" for v in row) + "\n" for row in gt))
+    (tmp_path / "groundtruth.txt").write_text(
+        "# timestamp tx ty tz qx qy qz qw\n" + "".join(" ".join(f"{v:.4f}" for v in row) + "\n" for row in gt)
+    )
     with pytest.raises(ValueError, match="--intrinsics"):
         POSE.load_sequence(tmp_path)
     seq = POSE.load_sequence(tmp_path, intrinsics="fr1")
@@ -222,7 +255,16 @@ def test_wrong_layout_names_each_layouts_files(tmp_path):
     with pytest.raises(ValueError) as e:
         POSE.load_sequence(tmp_path)
     msg = str(e.value)
-    for need in ("generic: images/", "K.txt", "poses.txt", "kitti: image_0/", "calib.txt", "tum: rgb.txt", "groundtruth.txt", "found: frames/, notes.txt"):
+    for need in (
+        "generic: images/",
+        "K.txt",
+        "poses.txt",
+        "kitti: image_0/",
+        "calib.txt",
+        "tum: rgb.txt",
+        "groundtruth.txt",
+        "found: frames/, notes.txt",
+    ):
         assert need in msg, need
     with pytest.raises(FileNotFoundError):
         POSE.load_sequence(tmp_path / "missing")

@@ -30,7 +30,9 @@ def _scene(h=240, w=320, seed=0):
     img = np.full((h, w), 60, np.uint8)
     for _ in range(30):
         x, y = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-        cv2.rectangle(img, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), int(rng.integers(100, 255)), -1)
+        cv2.rectangle(
+            img, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), int(rng.integers(100, 255)), -1
+        )
     return img
 
 
@@ -160,7 +162,25 @@ def test_invariance_cli(tmp_path, tiny_onnx):
     for i in range(3):
         cv2.imwrite(str(photos / f"{i}.png"), _scene(120, 160, seed=i))
     out = tmp_path / "out"
-    args = [str(tmp_path / "photos"), "--model", str(tiny_onnx), "--baselines", "gftt,orb", "-k", "50", "--angles", "15,90", "--scales", "0.5,2", "--holdout", "2", "--threads", "1", "--out", str(out)]
+    args = [
+        str(tmp_path / "photos"),
+        "--model",
+        str(tiny_onnx),
+        "--baselines",
+        "gftt,orb",
+        "-k",
+        "50",
+        "--angles",
+        "15,90",
+        "--scales",
+        "0.5,2",
+        "--holdout",
+        "2",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert INV.main(args) == 0
     res = json.loads((out / "invariance.json").read_text())
     assert set(res["detectors"]) == {"tiny.onnx", "gftt", "orb"} and res["settings"]["photos"] == 2
@@ -169,7 +189,26 @@ def test_invariance_cli(tmp_path, tiny_onnx):
     md = (out / "invariance.md").read_text()
     assert "| gftt |" in md and "repeatability @1 px" in md
     assert (out / "invariance.png").is_file()
-    assert INV.main([str(tmp_path / "photos"), "--every", "2", "--limit", "1", "--baselines", "fast", "--angles", "30", "--scales", "", "--out", str(out)]) == 0
+    assert (
+        INV.main(
+            [
+                str(tmp_path / "photos"),
+                "--every",
+                "2",
+                "--limit",
+                "1",
+                "--baselines",
+                "fast",
+                "--angles",
+                "30",
+                "--scales",
+                "",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "invariance.json").read_text())["settings"]["files"] == ["sub/0.png"]
     with pytest.raises(SystemExit):
         INV.main([str(tmp_path / "photos"), "--size", "160"])
@@ -191,14 +230,49 @@ def test_accuracy_protocol_options(tmp_path):
     acc = _load("accuracy")
     _hpatches(tmp_path / "data")
     out = tmp_path / "out"
-    assert acc.main([str(tmp_path / "data"), "--baselines", "orb,sift,gftt", "--k", "100", "--size", "240x320", "--out", str(out)]) == 0
+    assert (
+        acc.main(
+            [
+                str(tmp_path / "data"),
+                "--baselines",
+                "orb,sift,gftt",
+                "--k",
+                "100",
+                "--size",
+                "240x320",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "accuracy.json").read_text())
     assert res["settings"]["protocol"]["suppression_radius"] == 4.0 and res["settings"]["size"] == "240x320"
     assert "fast" in res["settings"]["protocol"]["classical_settings"]
     orb = res["detectors"]["orb"]["100"]["mean"]
     assert 0 <= orb["dup2"] <= 1
     assert "| dup@2 |" in (out / "accuracy.md").read_text()
-    assert acc.main([str(tmp_path / "data"), "--baselines", "orb", "--k", "100", "--size", "240x320", "--raw-baselines", "--distribution", "grid", "--grid", "4x4", "--out", str(out)]) == 0
+    assert (
+        acc.main(
+            [
+                str(tmp_path / "data"),
+                "--baselines",
+                "orb",
+                "--k",
+                "100",
+                "--size",
+                "240x320",
+                "--raw-baselines",
+                "--distribution",
+                "grid",
+                "--grid",
+                "4x4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "accuracy.json").read_text())
     assert list(res["detectors"]) == ["orb [raw]"] and res["settings"]["protocol"]["distribution"] == "grid"
     with pytest.raises(SystemExit):
@@ -216,7 +290,24 @@ def test_stability_cli(tmp_path, tiny_onnx):
         M = np.float32([[1, 0, 2 * i], [0, 1, i]])
         cv2.imwrite(str(frames / f"{i:03d}.png"), cv2.warpAffine(img, M, (320, 240)))
     out = tmp_path / "out"
-    assert st.main([str(frames), "--model", str(tiny_onnx), "--baselines", "orb,gftt", "-k", "100", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        st.main(
+            [
+                str(frames),
+                "--model",
+                str(tiny_onnx),
+                "--baselines",
+                "orb,gftt",
+                "-k",
+                "100",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "stability.json").read_text())
     assert set(res["results"]) == {"tiny.onnx", "orb", "gftt"}
     assert res["results"]["gftt"]["redetection_rate"] > 0.5  # a pure translation of sharp rectangles

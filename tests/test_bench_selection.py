@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kpnet.baselines import CLASSICAL, SETTINGS, make_classical
-from kpnet.selection import duplicate_fraction, grid_select, greedy_suppress, neighbour_pairs, topk
+from kpnet.selection import duplicate_fraction, greedy_suppress, grid_select, neighbour_pairs, topk
 
 
 def _brute_suppress(xy, scores, radius):
@@ -38,10 +38,16 @@ def test_greedy_suppress_chain_and_edge_cases():
     xy = np.stack([np.arange(n, dtype=np.float32), np.zeros(n, np.float32)], 1)
     np.testing.assert_array_equal(greedy_suppress(xy, -np.arange(n, dtype=np.float32), 1.5), np.arange(0, n, 2))
     # Strictly closer than the radius is suppressed; exactly at the radius is kept (as GFTT).
-    np.testing.assert_array_equal(greedy_suppress(np.array([[0, 0], [4, 0]], np.float32), np.array([1, 0.5], np.float32), 4.0), [0, 1])
-    np.testing.assert_array_equal(greedy_suppress(np.array([[0, 0], [3.9, 0]], np.float32), np.array([0.5, 1], np.float32), 4.0), [1])
+    np.testing.assert_array_equal(
+        greedy_suppress(np.array([[0, 0], [4, 0]], np.float32), np.array([1, 0.5], np.float32), 4.0), [0, 1]
+    )
+    np.testing.assert_array_equal(
+        greedy_suppress(np.array([[0, 0], [3.9, 0]], np.float32), np.array([0.5, 1], np.float32), 4.0), [1]
+    )
     assert greedy_suppress(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), 4).shape == (0,)
-    np.testing.assert_array_equal(greedy_suppress(np.zeros((3, 2)), np.array([0.1, 0.3, 0.2]), 0), [1, 2, 0])  # radius 0 keeps all
+    np.testing.assert_array_equal(
+        greedy_suppress(np.zeros((3, 2)), np.array([0.1, 0.3, 0.2]), 0), [1, 2, 0]
+    )  # radius 0 keeps all
     with pytest.raises(ValueError, match=r"xy must be \[N, 2\]"):
         greedy_suppress(np.zeros((3, 3)), np.zeros(3), 2)
     with pytest.raises(ValueError, match="scores must be"):
@@ -94,7 +100,9 @@ def _scene(h=240, w=320, seed=0):
     img = np.full((h, w), 60, np.uint8)
     for _ in range(30):
         x, y = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-        cv2.rectangle(img, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), int(rng.integers(100, 255)), -1)
+        cv2.rectangle(
+            img, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), int(rng.integers(100, 255)), -1
+        )
     return cv2.GaussianBlur(img, (3, 3), 0)
 
 
@@ -115,7 +123,9 @@ def test_classical_factory_raw_sorted_output(name):
 
 
 def test_classical_factory_errors():
-    with pytest.raises(ValueError, match="unknown classical detector 'surf'; choose from: orb, fast, gftt, harris, sift"):
+    with pytest.raises(
+        ValueError, match="unknown classical detector 'surf'; choose from: orb, fast, gftt, harris, sift"
+    ):
         make_classical("surf", 100)
     with pytest.raises(ValueError, match="max_keypoints must be an int >= 1"):
         make_classical("orb", 0)

@@ -24,7 +24,9 @@ def _scene(h=240, w=320, seed=0):
     img = np.full((h, w), 60, np.uint8)
     for _ in range(30):
         x, y = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-        cv2.rectangle(img, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), int(rng.integers(100, 255)), -1)
+        cv2.rectangle(
+            img, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), int(rng.integers(100, 255)), -1
+        )
     return img
 
 
@@ -75,7 +77,24 @@ def test_accuracy_cli(tmp_path, tiny_onnx, capsys):
     acc = _load("accuracy")
     _hpatches(tmp_path / "data", ext=".png")
     out = tmp_path / "out"
-    assert acc.main([str(tmp_path / "data"), "--model", str(tiny_onnx), "--baselines", "orb,gftt", "--k", "50", "--out", str(out), "--threads", "1"]) == 0
+    assert (
+        acc.main(
+            [
+                str(tmp_path / "data"),
+                "--model",
+                str(tiny_onnx),
+                "--baselines",
+                "orb,gftt",
+                "--k",
+                "50",
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "accuracy.json").read_text())
     assert set(res["detectors"]) == {"tiny.onnx", "orb", "gftt"}
     assert "SIFT" in res["settings"]["descriptor"]
@@ -83,7 +102,25 @@ def test_accuracy_cli(tmp_path, tiny_onnx, capsys):
     assert acc.main([str(tmp_path / "missing")]) == 2
     # the exposure variant changes the second image only, and says so
     out2 = tmp_path / "out2"
-    assert acc.main([str(tmp_path / "data"), "--baselines", "gftt", "--k", "50", "--out", str(out2), "--exposure", "dark", "--model", str(tiny_onnx), "--subpixel"]) == 0
+    assert (
+        acc.main(
+            [
+                str(tmp_path / "data"),
+                "--baselines",
+                "gftt",
+                "--k",
+                "50",
+                "--out",
+                str(out2),
+                "--exposure",
+                "dark",
+                "--model",
+                str(tiny_onnx),
+                "--subpixel",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out2 / "accuracy.json").read_text())["settings"]["exposure"] == "dark"
     assert "exposure 'dark'" in (out2 / "accuracy.md").read_text()
 
@@ -103,11 +140,25 @@ def test_exposure_variants():
 def test_latency_cli(tmp_path, tiny_onnx):
     lat = _load("latency")
     out = tmp_path / "lat"
-    args = ["--models", str(tiny_onnx), "--backends", "onnxruntime,torch,tensorrt", "--batch", "1,2", "--baselines", "orb,xfeat-arch"]
-    assert lat.main(args + ["--size", "160x128", "--runs", "3", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
+    args = [
+        "--models",
+        str(tiny_onnx),
+        "--backends",
+        "onnxruntime,torch,tensorrt",
+        "--batch",
+        "1,2",
+        "--baselines",
+        "orb,xfeat-arch",
+    ]
+    assert (
+        lat.main(args + ["--size", "160x128", "--runs", "3", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
+    )
     res = json.loads((out / "latency.json").read_text())
     names = [r["name"] for r in res["results"]]
-    assert names == ["tiny.onnx [onnxruntime]"] * 2 + ["tiny.pt [torch]"] * 2 + ["tiny.engine [tensorrt]"] * 2 + ["orb", "xfeat-arch"]
+    assert names == ["tiny.onnx [onnxruntime]"] * 2 + ["tiny.pt [torch]"] * 2 + ["tiny.engine [tensorrt]"] * 2 + [
+        "orb",
+        "xfeat-arch",
+    ]
     r1, r2 = res["results"][0], res["results"][1]
     assert r1["batch"] == 1 and r2["batch"] == 2
     assert r1["total"]["median"] > 0 and r1["net"]["median"] > 0 and r1["keypoints"] > 0 and r1["threads"] == 1
@@ -122,7 +173,28 @@ def test_latency_cli(tmp_path, tiny_onnx):
 def test_latency_model_at_another_size_resizes_and_says_so(tmp_path, tiny_onnx):
     lat = _load("latency")
     out = tmp_path / "lat"
-    assert lat.main(["--models", str(tiny_onnx), "--baselines", "", "--size", "320x256", "--runs", "2", "--warmup", "1", "--threads", "1", "--profile", "--out", str(out)]) == 0
+    assert (
+        lat.main(
+            [
+                "--models",
+                str(tiny_onnx),
+                "--baselines",
+                "",
+                "--size",
+                "320x256",
+                "--runs",
+                "2",
+                "--warmup",
+                "1",
+                "--threads",
+                "1",
+                "--profile",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads((out / "latency.json").read_text())["results"][0]
     assert "error" not in r and "resized to 160x128" in r["backend"] and r["pre"]["median"] > 0
 
@@ -156,7 +228,18 @@ def test_latency_cuda_events(tmp_path, tiny_onnx):
         pytest.skip("needs a CUDA GPU (stage times with CUDA events); none on this machine")
     lat = _load("latency")
     out = tmp_path / "lat"
-    args = ["--models", str(tiny_onnx), "--backends", "torch", "--device", "cuda", "--baselines", "", "--size", "160x128"]
+    args = [
+        "--models",
+        str(tiny_onnx),
+        "--backends",
+        "torch",
+        "--device",
+        "cuda",
+        "--baselines",
+        "",
+        "--size",
+        "160x128",
+    ]
     assert lat.main(args + ["--runs", "5", "--warmup", "2", "--threads", "1", "--out", str(out)]) == 0
     (r,) = json.loads((out / "latency.json").read_text())["results"]
     assert r["timer"] == "CUDA events per stage" and r["net"]["median"] > 0 and r["h2d"]["median"] > 0
