@@ -102,10 +102,11 @@ def test_estimate_pose_on_exact_projections():
     X, _ = _scene_points()
     p1, _ = _project(X, POSES[0])
     p2, _ = _project(X, POSES[1])
-    res = POSE.estimate_pose(p1, p2, K, 1.0)
     T = np.linalg.inv(POSES[1]) @ POSES[0]
-    assert POSE.pose_error(res.R, res.t, T[:3, :3], T[:3, 3]) < 0.1
-    assert res.inliers == len(X)
+    for est in POSE.ESTIMATORS:
+        res = POSE.estimate_pose(p1, p2, K, 1.0, estimator=est)
+        assert POSE.pose_error(res.R, res.t, T[:3, :3], T[:3, 3]) < 0.1, est
+        assert res.inliers == len(X)
     assert POSE.estimate_pose(p1[:4], p2[:4], K).R is None
 
 
@@ -123,7 +124,7 @@ def test_pose_recovered_on_rendered_sequence(tmp_path):
     _write_generic(seq)
     out = tmp_path / "out"
     args = [str(seq), "--baselines", "gftt", "--gaps", "1", "-k", "1000", "--workers", "1", "--out", str(out)]
-    assert POSE.main(args) == 0
+    assert POSE.main(args + ["--estimator", "ransac"]) == 0
     res = json.loads((out / "pose.json").read_text())
     assert res["settings"]["layout"] == "generic" and res["settings"]["pairs"] == 2
     for fe in ("klt", "desc"):
@@ -138,7 +139,8 @@ def test_pose_recovered_on_rendered_sequence(tmp_path):
     md = (out / "pose.md").read_text()
     assert "| gftt | klt |" in md and "AUC@10 per frame gap" in md
     # with local optimisation and a final fit on the inliers the same matches give the motion closely
-    assert POSE.main(args + ["--estimator", "usac-accurate"]) == 0
+    assert POSE.main(args) == 0  # default: usac-accurate
+    assert json.loads((out / "pose.json").read_text())["settings"]["estimator"] == "usac-accurate"
     res = json.loads((out / "pose.json").read_text())
     for fe in ("klt", "desc"):
         assert max(r["error"] for r in res["detectors"]["gftt"]["pairs"][fe]) < 1.5, fe
