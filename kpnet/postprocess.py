@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from .config import DecodeConfig
+from .selection import grid_select
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -101,45 +102,6 @@ def refine_subpixel(heat: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
     out = np.stack([x + offset(left, right), y + offset(up, down)], axis=1)
     return out.astype(np.float32)
-
-
-def grid_select(xy: np.ndarray, vals: np.ndarray, shape: tuple[int, int], grid: tuple[int, int], k: int) -> np.ndarray:
-    """Indices of at most k points spread over a rows x cols grid, best-first within cells.
-
-    Each cell gets the same quota q, the smallest that fills the budget given how many
-    candidates each cell has; cells with fewer candidates give their slack to the others.
-    Points with rank q-1 in their cell fill the remainder by score. Vectorised.
-    Returns indices sorted by (score desc, index asc).
-    """
-    n = len(vals)
-    if n <= k:
-        return topk_indices(vals, n)
-    h, w = shape
-    rows, cols = grid
-    cy = np.minimum((xy[:, 1] * rows / h).astype(np.int64), rows - 1)
-    cx = np.minimum((xy[:, 0] * cols / w).astype(np.int64), cols - 1)
-    cell = cy * cols + cx
-    order = np.lexsort((np.arange(n), -vals, cell))  # by cell, then score desc, then index
-    sorted_cell = cell[order]
-    first = np.searchsorted(sorted_cell, sorted_cell, side="left")
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n) - first
-    counts = np.bincount(cell, minlength=rows * cols)
-    # Smallest quota q with sum(min(count, q)) >= k (taken is monotone in q).
-    lo, hi = 1, int(counts.max())
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if np.minimum(counts, mid).sum() >= k:
-            hi = mid
-        else:
-            lo = mid + 1
-    q = lo
-    sure = np.flatnonzero(rank < q - 1)
-    edge = np.flatnonzero(rank == q - 1)
-    need = k - sure.size
-    edge = edge[topk_indices(vals[edge], need)]
-    sel = np.concatenate([sure, edge])
-    return sel[topk_indices(vals[sel], sel.size)]
 
 
 def anms_levels(work: np.ndarray, idx: np.ndarray, base_radius: int, k: int | None = None) -> np.ndarray:
@@ -267,8 +229,10 @@ def decode(
         idx, vals = idx[kept], vals[kept]
         level = None if level is None else level[kept]
     if config.distribution == "grid":
-        xy_all = np.stack([idx % w, idx // w], axis=1)
-        order = grid_select(xy_all, vals, work.shape, config.grid, k)
+        # Cells hold the heatmap pixels whose index falls in them (pixel x spans [x, x + 1));
+        # kpnet.selection buckets a point by x + 0.5, hence the half-pixel shift.
+        xy_all = np.stack([idx % w, idx // w], axis=1) - 0.5
+        order = grid_select(xy_all, vals, (w, work.shape[0]), k, config.grid)
     elif level is not None and idx.size > k:
         best = np.lexsort((idx, -vals, -level))[:k]
         order = best[topk_indices(vals[best], best.size)]

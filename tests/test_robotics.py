@@ -6,7 +6,8 @@ import pytest
 
 from kpnet import KeypointDetector, Keypoints
 from kpnet.config import DecodeConfig
-from kpnet.postprocess import decode, grid_select
+from kpnet.postprocess import decode
+from kpnet.selection import grid_select
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,12 @@ def test_grid_quota_and_budget():
     xy = np.concatenate([rng.uniform(0, 20, (300, 2)), rng.uniform(0, [w, h], (40, 2))]).astype(np.float32)
     vals = rng.random(len(xy)).astype(np.float32)
     rows, cols, k = 3, 4, 60
-    sel = grid_select(xy, vals, (h, w), (rows, cols), k)
+    sel = grid_select(xy, vals, (w, h), k, (rows, cols))
     assert len(sel) == k  # enough candidates: the budget is met
-    cell = np.minimum((xy[:, 1] * rows / h).astype(int), rows - 1) * cols + np.minimum(
-        (xy[:, 0] * cols / w).astype(int), cols - 1
+    # kpnet.selection's cells: pixel centres at integers, so a point is bucketed by x + 0.5
+    c = xy.astype(np.float64) + 0.5
+    cell = np.minimum((c[:, 1] * rows / h).astype(int), rows - 1) * cols + np.minimum(
+        (c[:, 0] * cols / w).astype(int), cols - 1
     )
     counts = np.bincount(cell, minlength=rows * cols)
     got = np.bincount(cell[sel], minlength=rows * cols)

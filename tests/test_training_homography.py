@@ -22,9 +22,9 @@ from training.homography import (  # noqa: E402
 SIZE = (80, 64)  # (width, height)
 
 
-def _homographies(n: int, config: HomographyConfig = HomographyConfig(), seed: int = 0):
+def _homographies(n: int, config: HomographyConfig | None = None, seed: int = 0):
     rng = np.random.default_rng(seed)
-    return [sample_homography(SIZE, config, rng) for _ in range(n)]
+    return [sample_homography(SIZE, config or HomographyConfig(), rng) for _ in range(n)]
 
 
 def test_h_then_inverse_is_identity_on_points():

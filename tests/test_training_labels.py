@@ -15,7 +15,8 @@ cv2 = pytest.importorskip("cv2")
 
 from training.cache import CacheConfig, CacheMismatchError, entry_key, load_cache  # noqa: E402
 from training.homography import HomographyConfig, warp_points  # noqa: E402
-from training.labels import build_cache, main  # noqa: E402
+from training.images import list_images  # noqa: E402
+from training.labels import build_cache, cache_size, config_from_args, main, make_parser  # noqa: E402
 from training.matching import MatchConfig  # noqa: E402
 from training.teachers import TeacherConfig  # noqa: E402
 
@@ -78,11 +79,14 @@ def test_cache_builds_skips_bad_images_and_resumes(image_dir, tmp_path):
     # killed mid-write: one entry missing, a partial temp file left behind
     victim = out / "entries" / f"{entry_key('c.ppm')}.npz"
     victim.unlink()
-    partial = victim.with_name(victim.name + ".tmp-12345")
+    partial = victim.with_name(victim.name + ".tmp-12345")  # the writer before kpnet.io's
     partial.write_bytes(b"partial")
+    partial_new = victim.with_name(f".{victim.stem}.tmp-k1ll3d00.npz")  # kpnet.io.atomic_path's
+    partial_new.write_bytes(b"partial")
     third = build_cache(image_dir, out, CONFIG, progress=False)
     assert third["stats"]["labelled"] == 1 and third["stats"]["resumed"] == 2
-    assert victim.is_file() and not partial.exists()
+    assert victim.is_file() and not partial.exists() and not partial_new.exists()
+    assert sorted(p.name for p in (out / "entries").iterdir()) == sorted(f.name for f in files)
     # labels are deterministic per image
     assert np.array_equal(load_cache(out, CONFIG)[1].homographies, cache[1].homographies)
 
@@ -127,13 +131,27 @@ def test_cli_errors_list_valid_choices(image_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(image_dir), "--out", str(tmp_path / "c"), "--size", "100x64"])
     assert "multiples of 8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # sizes are HxW everywhere; the old WIDTHxHEIGHT default is refused
+        main([str(image_dir), "--out", str(tmp_path / "c"), "--size", "320x240"])
+    assert "'320x240' looks like WIDTHxHEIGHT; kpnet sizes are HEIGHTxWIDTH: use 240x320" in capsys.readouterr().err
     assert main([str(image_dir), "--out", str(tmp_path / "c"), "--teacher", "superpoint", "--no-progress"]) == 2
     assert "non-commercial" in capsys.readouterr().err
 
 
 def test_cli_builds_phase1_cache(image_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = [str(image_dir), "--out", str(out), "--teacher", "aliked-t16", "--size", "64x64", "--pairs-per-image", "0", "--no-progress"]
+    args = [
+        str(image_dir),
+        "--out",
+        str(out),
+        "--teacher",
+        "aliked-t16",
+        "--size",
+        "64x64",
+        "--pairs-per-image",
+        "0",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "3 labelled" in capsys.readouterr().out
     cfg = CacheConfig(teacher=TeacherConfig(name="aliked-t16"), size=(64, 64), pairs_per_image=0)
@@ -169,3 +187,28 @@ def test_homographic_adaptation_config(image_dir, tmp_path):
     build_cache(image_dir, tmp_path / "ha", cfg, progress=False, limit=1)
     cache = load_cache(tmp_path / "ha", cfg, require_complete=False)
     assert cache.manifest["config"]["homographic_adaptation"] == 2
+
+
+def test_size_flag_is_hxw_and_the_config_keeps_width_height():
+    """--size is HEIGHTxWIDTH like every kpnet size; CacheConfig.size stays (width, height), as
+    manifests store it, so caches labelled with the old --size 320x240 match --size 240x320."""
+    assert cache_size("240x320") == (320, 240) and cache_size("h320,w240") == (240, 320)
+    args = make_parser().parse_args(["images", "--out", "c", "--size", "240x320"])
+    cfg = config_from_args(args)
+    assert cfg.size == (320, 240) == CacheConfig().size and cfg.to_dict()["size"] == [320, 240]
+    assert CacheConfig.from_dict({"size": [320, 240]}).size == (320, 240)  # a config file's list: (width, height)
+    with pytest.raises(ValueError, match=r"size in a cache config is \[width, height\].*--size HEIGHTxWIDTH"):
+        CacheConfig.from_dict({"size": "320x240"})
+    assert "HEIGHTxWIDTH" in make_parser().format_help() and "default 240x320" in make_parser().format_help()
+
+
+def test_image_list_is_kpnet_io_s_in_manifest_order(tmp_path):
+    """Training lists the suffixes every kpnet command reads (any case), and sorts relative
+    paths as strings: the order manifests store ('a-b.jpg' before 'a/x.jpg')."""
+    (tmp_path / "a").mkdir()
+    for name in ("a/x.jpg", "a-b.jpg", "B.PNG", "c.webp", "d.tif", "e.ppm", "notes.txt", "w.onnx"):
+        (tmp_path / name).write_bytes(b"x")
+    assert list_images(tmp_path) == ["B.PNG", "a-b.jpg", "a/x.jpg", "c.webp", "d.tif", "e.ppm"]
+    assert list_images(tmp_path / "a") == ["x.jpg"]
+    with pytest.raises(NotADirectoryError, match="image folder not found"):
+        list_images(tmp_path / "missing")

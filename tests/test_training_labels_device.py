@@ -31,8 +31,20 @@ CONFIG = CacheConfig(
     pairs_per_image=1,
     store_dense=True,
 )
-FLAGS = ["--teacher", "aliked-t16", "--max-keypoints", "128", "--matcher", "homography", "--pairs-per-image", "1",
-         "--size", "64x64", "--dense", "--no-progress"]
+FLAGS = [
+    "--teacher",
+    "aliked-t16",
+    "--max-keypoints",
+    "128",
+    "--matcher",
+    "homography",
+    "--pairs-per-image",
+    "1",
+    "--size",
+    "64x64",
+    "--dense",
+    "--no-progress",
+]
 
 
 @pytest.fixture()
@@ -132,7 +144,9 @@ NO_CUDA = "no CUDA device: torch.cuda.is_available() is False (needs an NVIDIA G
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
-@pytest.mark.parametrize("teacher,matcher", [("aliked-n16", "lightglue"), ("aliked-n16+disk", "homography"), ("disk", "lightglue")])
+@pytest.mark.parametrize(
+    "teacher,matcher", [("aliked-n16", "lightglue"), ("aliked-n16+disk", "homography"), ("disk", "lightglue")]
+)
 def test_labels_on_cuda_match_the_cpu(image_dir, tmp_path, teacher, matcher, capsys):
     cfg = replace(CONFIG, teacher=TeacherConfig(name=teacher, max_keypoints=128), match=MatchConfig(matcher=matcher))
     cpu = build_cache(image_dir, tmp_path / "cpu", cfg, progress=False, device="cpu")

@@ -22,8 +22,20 @@ from training.labels import PARTS, main, merge_parts, parse_shard, shard_from_en
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "astronaut.jpg"
 # aliked-t16 at 64x64 with the matcher-free pair matcher: the cheapest real teacher
-FLAGS = ["--teacher", "aliked-t16", "--max-keypoints", "256", "--matcher", "homography", "--size", "64x64",
-         "--pairs-per-image", "2", "--dense", "--no-progress"]
+FLAGS = [
+    "--teacher",
+    "aliked-t16",
+    "--max-keypoints",
+    "256",
+    "--matcher",
+    "homography",
+    "--size",
+    "64x64",
+    "--pairs-per-image",
+    "2",
+    "--dense",
+    "--no-progress",
+]
 
 
 @pytest.fixture()

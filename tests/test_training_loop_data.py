@@ -11,9 +11,10 @@ pytest.importorskip("kornia")
 cv2 = pytest.importorskip("cv2")
 
 from test_training_loop_smoke import make_cache  # noqa: E402
+
 from training.augment import GeometricAug, photometric, render_view, sample_view_transform, transform_points  # noqa: E402
 from training.cache import load_cache  # noqa: E402
-from training.data import StepBatchSampler, Phase1Dataset, Phase2Dataset, split_indices  # noqa: E402
+from training.data import Phase1Dataset, Phase2Dataset, StepBatchSampler, split_indices  # noqa: E402
 from training.homography import warp_points  # noqa: E402
 from training.train_config import TrainConfig  # noqa: E402
 
@@ -67,7 +68,9 @@ def test_phase2_homography_maps_view0_onto_view1(cache):
     H = s["H"]
     # image 1 equals image 0 warped by H wherever both are valid (up to resampling)
     warped = cv2.warpPerspective(s["image0"][0], H, (96, 64), flags=cv2.INTER_LINEAR)
-    inner = s["valid1"][0] & (cv2.warpPerspective(s["valid0"][0].astype(np.uint8), H, (96, 64), flags=cv2.INTER_NEAREST) > 0)
+    inner = s["valid1"][0] & (
+        cv2.warpPerspective(s["valid0"][0].astype(np.uint8), H, (96, 64), flags=cv2.INTER_NEAREST) > 0
+    )
     inner = cv2.erode(inner.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     assert inner.sum() > 500
     assert np.abs(warped - s["image1"][0])[inner].mean() < 0.03
@@ -120,7 +123,9 @@ def test_extreme_exposure_squeezes_into_a_dark_or_bright_band():
         levels.append(out.mean())
     assert min(levels) < 70 and max(levels) > 170  # both under- and over-exposed frames
     # off by default: the seed's augmentation stream is unchanged
-    assert np.array_equal(photometric(img, np.random.default_rng(3)), photometric(img, np.random.default_rng(3), extreme=0.0))
+    assert np.array_equal(
+        photometric(img, np.random.default_rng(3)), photometric(img, np.random.default_rng(3), extreme=0.0)
+    )
 
 
 def test_opencv_follows_the_torch_thread_count():

@@ -26,8 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_torchrun_two_processes_cpu(tmp_path):
     cache = make_cache(tmp_path / "cache", n=12)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training.phase1", *tiny_args(cache, out, "--max-steps", "4", "--ckpt-every", "2", "--log-every", "1")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "training.phase1",
+        *tiny_args(cache, out, "--max-steps", "4", "--ckpt-every", "2", "--log-every", "1"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -7,7 +7,6 @@ in the real cache format, so no teacher, download or shared data is needed.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +63,19 @@ def make_cache(root: Path, n: int = N_IMAGES, dense: bool = True, pairs: int = 2
         if dense:
             arrays["dense"] = np.rint(255 * blob_mask(kp, size, sigma=1.5, peak=1.0, floor=0.0)).astype(np.uint8)
         write_entry(root / ENTRIES / f"{entry_key(src)}.npz", arrays)
-    write_manifest(root, {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "teacher_settings": None,
-                          "image_root": "synthetic", "images": sources, "skipped": {}, "complete": True})
+    write_manifest(
+        root,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": cfg.to_dict(),
+            "teacher_settings": None,
+            "image_root": "synthetic",
+            "images": sources,
+            "skipped": {},
+            "complete": True,
+        },
+    )
     return root
 
 
@@ -77,10 +87,36 @@ def cache_dir(tmp_path_factory) -> Path:
 def tiny_args(cache: Path, out: Path, *extra: str) -> list[str]:
     """Flags of a tiny, fast run: 64x96 crops, batch 2, small network."""
     return [
-        "--cache", str(cache), "--out", str(out), "--crop", "64x96", "--eval-size", "96x128",
-        "--fpn-width", "8", "--batch-size", "2", "--workers", "0", "--val-fraction", "0.2",
-        "--dev-eval", "none", "--no-progress", "--lr", "3e-3", "--warmup-steps", "2",
-        "--scale-range", "0.9,1.1", "--max-rotation-deg", "5", "--overlay-every", "8", *extra,
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--crop",
+        "64x96",
+        "--eval-size",
+        "96x128",
+        "--fpn-width",
+        "8",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--val-fraction",
+        "0.2",
+        "--dev-eval",
+        "none",
+        "--no-progress",
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        "2",
+        "--scale-range",
+        "0.9,1.1",
+        "--max-rotation-deg",
+        "5",
+        "--overlay-every",
+        "8",
+        *extra,
     ]
 
 
@@ -119,6 +155,11 @@ def test_config_yaml_flags_and_validation(tmp_path, cache_dir):
         TrainConfig(cache="c", target="dots")
     with pytest.raises(ValueError, match="crop must be HxW with positive multiples of 32; got 100x96"):
         TrainConfig(cache="c", crop=(100, 96))
+    # sizes are kpnet.sizing.parse_hw's HxW: a camera resolution written width first is refused
+    with pytest.raises(ValueError, match="eval_size '640x480' looks like WIDTHxHEIGHT.*use 480x640"):
+        TrainConfig(cache="c", eval_size="640x480")
+    with pytest.raises(ValueError, match="crop must be HEIGHTxWIDTH, e.g. 480x640, got 'wide'"):
+        TrainConfig(cache="c", crop="wide")
     with pytest.raises(ValueError, match="unknown training config key 'learning_rate'; choose from: phase, cache"):
         TrainConfig.from_dict({"cache": "c", "learning_rate": 1})
     with pytest.raises(ValueError, match="lr must be a number; got 'fast'"):
@@ -135,6 +176,12 @@ def test_config_yaml_flags_and_validation(tmp_path, cache_dir):
         resolve_config(1, {"cache": "c"}, base={"phase": 2})
 
 
+def _short_phase2_args(cache: Path, init: Path, out: Path, *extra: str) -> list[str]:
+    """Flags of a two-step phase-2 run from ``init`` (batch 2, a checkpoint every step)."""
+    fixed = "--no-progress --dev-eval none --batch-size 2 --max-steps 2 --ckpt-every 1 --val-max-images 2".split()
+    return ["--cache", str(cache), "--init", str(init), "--out", str(out), *fixed, *extra]
+
+
 # ---------------------------------------------------------------------- early errors
 def _fails(main, args, capsys, *needles):
     assert main(args) == 2
@@ -148,28 +195,68 @@ def test_bad_paths_and_config_fail_before_any_work(tmp_path, cache_dir, capsys):
 
     out = tmp_path / "never"
     base = ["--out", str(out), "--no-progress", "--dev-eval", "none", "--batch-size", "2"]
-    _fails(phase1.main, ["--cache", str(tmp_path / "missing"), *base], capsys, "no label cache at", "manifest.json missing")
+    _fails(
+        phase1.main, ["--cache", str(tmp_path / "missing"), *base], capsys, "no label cache at", "manifest.json missing"
+    )
     # a cache without dense maps: the default dense target says which flag to use
     sparse_cache = make_cache(tmp_path / "nodense", n=4, dense=False)
-    _fails(phase1.main, ["--cache", str(sparse_cache), *base], capsys, "no dense teacher maps", "--target sparse --loss focal")
+    _fails(
+        phase1.main,
+        ["--cache", str(sparse_cache), *base],
+        capsys,
+        "no dense teacher maps",
+        "--target sparse --loss focal",
+    )
     # a manifest that does not match what the run expects names the differing fields
     expect = tmp_path / "expect.yaml"
     expect.write_text(json.dumps({"size": [320, 240], "store_dense": True, "pairs_per_image": 2}))
-    _fails(phase1.main, ["--cache", str(cache_dir), "--expect-cache", str(expect), *base], capsys,
-           "different configuration", "size: cache has [128, 96], expected [320, 240]")
+    _fails(
+        phase1.main,
+        ["--cache", str(cache_dir), "--expect-cache", str(expect), *base],
+        capsys,
+        "different configuration",
+        "size: cache has [128, 96], expected [320, 240]",
+    )
     # an incomplete cache (labelling still running)
     manifest = json.loads((sparse_cache / "manifest.json").read_text())
     (sparse_cache / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
     _fails(phase1.main, ["--cache", str(sparse_cache), "--target", "sparse", *base], capsys, "incomplete", "resume")
-    _fails(phase1.main, ["--cache", str(cache_dir), "--loss", "l3", *base], capsys, "unknown loss 'l3' for phase 1; choose from: focal, bce")
+    _fails(
+        phase1.main,
+        ["--cache", str(cache_dir), "--loss", "l3", *base],
+        capsys,
+        "unknown loss 'l3' for phase 1; choose from: focal, bce",
+    )
     _fails(phase2.main, ["--cache", str(cache_dir), *base], capsys, "pass --init PHASE1_CKPT")
-    _fails(phase2.main, ["--cache", str(cache_dir), "--init", str(tmp_path / "nope.pt"), *base], capsys, "checkpoint not found")
+    _fails(
+        phase2.main,
+        ["--cache", str(cache_dir), "--init", str(tmp_path / "nope.pt"), *base],
+        capsys,
+        "checkpoint not found",
+    )
     nopairs = make_cache(tmp_path / "nopairs", n=4, pairs=0)
-    _fails(phase2.main, ["--cache", str(nopairs), "--init", str(tmp_path / "nope.pt"), *base], capsys, "no homographic pairs")
+    _fails(
+        phase2.main,
+        ["--cache", str(nopairs), "--init", str(tmp_path / "nope.pt"), *base],
+        capsys,
+        "no homographic pairs",
+    )
     _fails(phase1.main, ["--cache", str(cache_dir), *base, "--batch-size", "64"], capsys, "fewer than one global batch")
-    _fails(phase1.main, ["--cache", str(cache_dir), *base, "--dev-eval", str(tmp_path / "nodev")], capsys,
-           "dev-eval folder not found")
-    _fails(phase1.main, ["--cache", str(cache_dir), "--resume", str(tmp_path / "nope.pt"), *base], capsys, "checkpoint not found")
+    _fails(
+        phase1.main,
+        ["--cache", str(cache_dir), *base, "--dev-eval", str(tmp_path / "nodev")],
+        capsys,
+        "dev-eval folder not found",
+    )
+    _fails(
+        phase1.main,
+        ["--cache", str(cache_dir), "--resume", str(tmp_path / "nope.pt"), *base],
+        capsys,
+        "checkpoint not found",
+    )
+    with pytest.raises(SystemExit):  # argparse shows kpnet.sizing.parse_hw's message
+        phase1.main(["--cache", str(cache_dir), *base, "--eval-size", "640x480"])
+    assert "argument --eval-size: size '640x480' looks like WIDTHxHEIGHT" in capsys.readouterr().err
     assert not out.exists()  # nothing was written
 
 
@@ -180,7 +267,9 @@ def phase1_run(cache_dir, tmp_path_factory):
     from training import phase1
 
     out = tmp_path_factory.mktemp("runs") / "p1"
-    rc = phase1.main(tiny_args(cache_dir, out, "--max-steps", "32", "--ckpt-every", "12", "--log-every", "1", "--keep-ckpts", "2"))
+    rc = phase1.main(
+        tiny_args(cache_dir, out, "--max-steps", "32", "--ckpt-every", "12", "--log-every", "1", "--keep-ckpts", "2")
+    )
     assert rc == 0
     return out
 
@@ -234,21 +323,34 @@ def test_resume_refuses_a_changed_cache(phase1_run, cache_dir, tmp_path, capsys)
     manifest["skipped"] = {manifest["images"][0]: "removed for the test"}
     (other / "manifest.json").write_text(json.dumps(manifest))
     ckpt = str(phase1_run / "step_0000024.pt")
-    _fails(phase1.main, ["--resume", ckpt, "--cache", str(other), "--out", str(tmp_path / "r")], capsys,
-           "changed since the checkpoint")
+    _fails(
+        phase1.main,
+        ["--resume", ckpt, "--cache", str(other), "--out", str(tmp_path / "r")],
+        capsys,
+        "changed since the checkpoint",
+    )
     # a cache built with another configuration is refused too
     manifest["skipped"] = {}
     manifest["config"]["seed"] = 5
     (other / "manifest.json").write_text(json.dumps(manifest))
-    _fails(phase1.main, ["--resume", ckpt, "--cache", str(other), "--out", str(tmp_path / "r")], capsys,
-           "seed: cache has 5, expected 0")
+    _fails(
+        phase1.main,
+        ["--resume", ckpt, "--cache", str(other), "--out", str(tmp_path / "r")],
+        capsys,
+        "seed: cache has 5, expected 0",
+    )
 
 
 def test_phase1_sparse_focal_seed_variant(cache_dir, tmp_path):
     from training import phase1
 
     out = tmp_path / "sparse"
-    assert phase1.main(tiny_args(cache_dir, out, "--target", "sparse", "--loss", "focal", "--max-steps", "8", "--lr", "1e-2")) == 0
+    assert (
+        phase1.main(
+            tiny_args(cache_dir, out, "--target", "sparse", "--loss", "focal", "--max-steps", "8", "--lr", "1e-2")
+        )
+        == 0
+    )
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["extra"]["train_config"]["loss"] == "focal"
 
@@ -266,11 +368,15 @@ def test_input_normalisation_from_init_or_converted(phase1_run, cache_dir, tmp_p
     assert "fine-tuning it with input_norm='imagenet'" in capsys.readouterr().err
     # a resumed run keeps its normalisation
     out = tmp_path / "p2"
-    args = ["--cache", str(cache_dir), "--init", str(phase1_run / "best.pt"), "--out", str(out), "--no-progress",
-            "--dev-eval", "none", "--batch-size", "2", "--max-steps", "2", "--ckpt-every", "1", "--val-max-images", "2"]
+    args = _short_phase2_args(cache_dir, phase1_run / "best.pt", out)
     assert phase2.main(args) == 0
-    _fails(phase2.main, ["--resume", str(out / "last.pt"), "--input-norm", "imagenet"], capsys,
-           "has input_norm='image' but the config asks for 'imagenet'", "drop --input-norm")
+    _fails(
+        phase2.main,
+        ["--resume", str(out / "last.pt"), "--input-norm", "imagenet"],
+        capsys,
+        "has input_norm='image' but the config asks for 'imagenet'",
+        "drop --input-norm",
+    )
 
 
 def test_fast_variant_converted_from_init_and_trained(phase1_run, cache_dir, tmp_path, capsys):
@@ -285,17 +391,23 @@ def test_fast_variant_converted_from_init_and_trained(phase1_run, cache_dir, tmp
         TrainConfig(cache="c", downsample=2)
     with pytest.raises(ValueError, match="downsample must be one of 1, 2; got 3"):
         TrainConfig(cache="c", downsample=3)
-    base = {"cache": str(cache_dir), "init": str(phase1_run / "best.pt"), "dev_eval": "none", "batch_size": 2,
-            "crop": (64, 128), "eval_size": (128, 192)}
+    base = {
+        "cache": str(cache_dir),
+        "init": str(phase1_run / "best.pt"),
+        "dev_eval": "none",
+        "batch_size": 2,
+        "crop": (64, 128),
+        "eval_size": (128, 192),
+    }
     assert prepare(resolve_config(2, base)).model_config.downsample == 1  # inherited
     converted = prepare(resolve_config(2, {**base, "downsample": 2}))
     assert converted.model_config.downsample == 2 and converted.model_config.stride == 64
     assert "fine-tuning it with downsample=2" in capsys.readouterr().err
     # inherited from --init, the crop is checked against the model's stride too
     out = tmp_path / "fast"
-    args = ["--cache", str(cache_dir), "--init", str(phase1_run / "best.pt"), "--out", str(out), "--no-progress",
-            "--dev-eval", "none", "--batch-size", "2", "--max-steps", "2", "--ckpt-every", "1", "--val-max-images", "2",
-            "--crop", "64x128", "--eval-size", "128x192", "--downsample", "2"]
+    args = _short_phase2_args(
+        cache_dir, phase1_run / "best.pt", out, "--crop", "64x128", "--eval-size", "128x192", "--downsample", "2"
+    )
     assert phase2.main(args) == 0
     fast = KpNet.from_pretrained(out / "last.pt")
     # phase 2 adds the sub-cell head by default (64 logits per 8x8 cell with downsample 2)
@@ -320,11 +432,32 @@ def test_fast_variant_converted_from_init_and_trained(phase1_run, cache_dir, tmp
     load_init_weights(full, fast.state_dict(), "fast")
     assert torch.count_nonzero(full.cell.weight) == 0 and not hasattr(plain, "cell")
     capsys.readouterr()
-    _fails(phase2.main, ["--cache", str(cache_dir), "--init", str(out / "last.pt"), "--out", str(tmp_path / "x"),
-                         "--dev-eval", "none", "--batch-size", "2", "--crop", "96x128"], capsys,
-           "crop 96x128 must be multiples of 64 with downsample 2")
-    _fails(phase2.main, ["--resume", str(out / "last.pt"), "--downsample", "1", "--crop", "64x128"], capsys,
-           "has downsample=2 but the config asks for 1", "drop --downsample")
+    _fails(
+        phase2.main,
+        [
+            "--cache",
+            str(cache_dir),
+            "--init",
+            str(out / "last.pt"),
+            "--out",
+            str(tmp_path / "x"),
+            "--dev-eval",
+            "none",
+            "--batch-size",
+            "2",
+            "--crop",
+            "96x128",
+        ],
+        capsys,
+        "crop 96x128 must be multiples of 64 with downsample 2",
+    )
+    _fails(
+        phase2.main,
+        ["--resume", str(out / "last.pt"), "--downsample", "1", "--crop", "64x128"],
+        capsys,
+        "has downsample=2 but the config asks for 1",
+        "drop --downsample",
+    )
 
 
 def test_best_checkpoint_exports_to_onnx(phase1_run, tmp_path):
@@ -341,7 +474,18 @@ def test_phase2_huber_trains_and_resumes_exactly(phase1_run, cache_dir, tmp_path
     from training import phase2
 
     out = tmp_path / "p2"
-    args = tiny_args(cache_dir, out, "--init", str(phase1_run / "best.pt"), "--max-steps", "24", "--ckpt-every", "8", "--log-every", "1")
+    args = tiny_args(
+        cache_dir,
+        out,
+        "--init",
+        str(phase1_run / "best.pt"),
+        "--max-steps",
+        "24",
+        "--ckpt-every",
+        "8",
+        "--log-every",
+        "1",
+    )
     assert phase2.main(args) == 0
     means = epoch_means(out, 4)
     assert means[-1] < 0.9 * means[0], means
@@ -357,8 +501,20 @@ def test_phase2_kl_with_direct_term(phase1_run, cache_dir, tmp_path):
     from training import phase2
 
     out = tmp_path / "p2kl"
-    args = tiny_args(cache_dir, out, "--init", str(phase1_run / "best.pt"), "--loss", "kl", "--direct-weight", "0.5",
-                     "--max-steps", "16", "--log-every", "1")
+    args = tiny_args(
+        cache_dir,
+        out,
+        "--init",
+        str(phase1_run / "best.pt"),
+        "--loss",
+        "kl",
+        "--direct-weight",
+        "0.5",
+        "--max-steps",
+        "16",
+        "--log-every",
+        "1",
+    )
     assert phase2.main(args) == 0
     means = epoch_means(out, 4)
     assert means[-1] < 0.9 * means[0], means

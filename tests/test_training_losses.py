@@ -72,20 +72,26 @@ def test_huber_consistency_zero_when_predictions_equal_warped_masks():
 
 
 def test_huber_consistency_hand_computed_and_masked():
-    I = torch.eye(3)[None]
+    eye = torch.eye(3)[None]
     logits = torch.zeros(1, 1, 4, 4)  # sigmoid = 0.5
     mask = torch.full((1, 1, 4, 4), 0.9)  # |0.5 - 0.9| = 0.4 > delta
     ones = torch.ones(1, 1, 4, 4, dtype=torch.bool)
     per_term = 0.1 * (0.4 - 0.5 * 0.1)  # delta (|d| - delta / 2)
-    assert huber_consistency(logits, logits, mask, mask, I, ones, ones, delta=0.1).item() == pytest.approx(2 * per_term, rel=1e-5)
+    assert huber_consistency(logits, logits, mask, mask, eye, ones, ones, delta=0.1).item() == pytest.approx(
+        2 * per_term, rel=1e-5
+    )
     small = torch.full((1, 1, 4, 4), 0.55)  # |d| = 0.05 < delta: 0.5 d^2
-    assert huber_consistency(logits, logits, small, small, I, ones, ones, delta=0.1).item() == pytest.approx(2 * 0.5 * 0.05**2, rel=1e-4)
+    assert huber_consistency(logits, logits, small, small, eye, ones, ones, delta=0.1).item() == pytest.approx(
+        2 * 0.5 * 0.05**2, rel=1e-4
+    )
     # only pixels valid in the warped frame count: disagreement confined to invalid pixels costs nothing
     valid = ones.clone()
     valid[..., :, 2:] = False
     bad = mask.clone()
     bad[..., :, :2] = 0.5
-    assert huber_consistency(logits, logits, bad, bad, I, valid, valid, delta=0.1).item() == pytest.approx(0.0, abs=1e-7)
+    assert huber_consistency(logits, logits, bad, bad, eye, valid, valid, delta=0.1).item() == pytest.approx(
+        0.0, abs=1e-7
+    )
 
 
 def test_kl_zero_for_identical_distributions_and_hand_value():

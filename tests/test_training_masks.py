@@ -24,7 +24,9 @@ def test_blob_is_centred_on_subpixel_points():
         cx, cy = (m * xs).sum() / m.sum(), (m * ys).sum() / m.sum()
         assert abs(cx - x) < 0.02 and abs(cy - y) < 0.02
         # value at a pixel follows the Gaussian formula
-        assert m[12, 15] + 0.1 == pytest.approx(0.1 + 0.8 * np.exp(-((15 - x) ** 2 + (12 - y) ** 2) / (2 * 1.5**2)), abs=1e-6)
+        assert m[12, 15] + 0.1 == pytest.approx(
+            0.1 + 0.8 * np.exp(-((15 - x) ** 2 + (12 - y) ** 2) / (2 * 1.5**2)), abs=1e-6
+        )
 
 
 def test_empty_points_give_constant_floor():

@@ -182,15 +182,18 @@ def test_objective_flags_validate():
 def test_phase1_and_phase2_runs_log_the_new_terms(tmp_path):
     pytest.importorskip("tqdm")
     pytest.importorskip("yaml")
+    from test_training_loop_smoke import make_cache, read_log, tiny_args
+
     from kpnet.config import ModelConfig
     from kpnet.model import KpNet
-    from test_training_loop_smoke import make_cache, read_log, tiny_args
     from training import phase1, phase2
 
     cache = make_cache(tmp_path / "cache", n=6)
     out1 = tmp_path / "p1"
-    rc = phase1.main(tiny_args(cache, out1, "--max-steps", "3", "--log-every", "1", "--overlay-every", "0",
-                               "--subpixel-weight", "0.1", "--max-rotation-deg", "180", "--pad-fill", "mean", "--valid-erode", "2"))
+    # three logged steps with the sub-pixel term, full rotations and mean padding, in both phases
+    common = "--max-steps 3 --log-every 1 --overlay-every 0 --subpixel-weight 0.1 --max-rotation-deg 180".split()
+    common += "--pad-fill mean --valid-erode 2".split()
+    rc = phase1.main(tiny_args(cache, out1, *common))
     assert rc == 0
     sp = read_log(out1, "train/subpixel")
     assert len(sp) == 3 and all(0 <= float(v) < 3 for v in sp.values())
@@ -198,9 +201,9 @@ def test_phase1_and_phase2_runs_log_the_new_terms(tmp_path):
     init = tmp_path / "init.pt"
     KpNet(ModelConfig(backbone="small", fpn_width=8, input_size=(96, 128))).save_pretrained(init)
     out2 = tmp_path / "p2"
-    rc = phase2.main(tiny_args(cache, out2, "--init", str(init), "--max-steps", "3", "--log-every", "1", "--overlay-every", "0",
-                               "--repeat-weight", "1", "--repeat-patch", "8", "--subpixel-weight", "0.1",
-                               "--max-rotation-deg", "180", "--pad-fill", "mean", "--valid-erode", "2"))
+    rc = phase2.main(
+        tiny_args(cache, out2, "--init", str(init), "--repeat-weight", "1", "--repeat-patch", "8", *common)
+    )
     assert rc == 0
     for tag in ("repeat", "repeat_cosim", "repeat_peaky", "subpixel", "consistency", "direct"):
         vals = read_log(out2, f"train/{tag}")

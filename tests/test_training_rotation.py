@@ -13,6 +13,7 @@ pytest.importorskip("kornia")
 cv2 = pytest.importorskip("cv2")
 
 from test_training_loop_smoke import make_cache  # noqa: E402
+
 from training.augment import GeometricAug, erode_valid, render_view, sample_view_transform  # noqa: E402
 from training.cache import CacheEntry, load_cache  # noqa: E402
 from training.data import Phase1Dataset, Phase2Dataset, view_target  # noqa: E402
@@ -65,8 +66,15 @@ def test_upright_share():
 
 def test_dense_target_and_valid_mask_move_with_the_rotated_image():
     img = _textured()
-    entry = CacheEntry("x", img, np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 3, 3)), [],
-                       dense=img.astype(np.float32) / 255.0)
+    entry = CacheEntry(
+        "x",
+        img,
+        np.zeros((0, 2), np.float32),
+        np.zeros(0, np.float32),
+        np.zeros((0, 3, 3)),
+        [],
+        dense=img.astype(np.float32) / 255.0,
+    )
     aug = GeometricAug(scale_range=(0.6, 1.6), max_rotation_deg=180.0, perspective=0.05)
     for seed in range(6):
         M = sample_view_transform(SRC, CROP, aug, np.random.default_rng(seed))
@@ -136,8 +144,17 @@ def _similarity(H: np.ndarray, crop) -> tuple[float, float]:
 
 
 def test_phase2_pairs_any_rotation_and_scale_half_to_double(cache):
-    cfg = TrainConfig(phase=2, cache="c", crop=CROP, photometric=False, max_rotation_deg=180.0, scale_range=(0.71, 1.41),
-                      pad_fill="mean", valid_erode=2, direct_weight=1.0)
+    cfg = TrainConfig(
+        phase=2,
+        cache="c",
+        crop=CROP,
+        photometric=False,
+        max_rotation_deg=180.0,
+        scale_range=(0.71, 1.41),
+        pad_fill="mean",
+        valid_erode=2,
+        direct_weight=1.0,
+    )
     ds = Phase2Dataset(cache, cfg)
     rots, scales = [], []
     for index in range(len(cache)):
@@ -149,8 +166,10 @@ def test_phase2_pairs_any_rotation_and_scale_half_to_double(cache):
             if epoch < 2:  # view 1 is view 0 warped by H where both are valid
                 H = s["H"]
                 warped = cv2.warpPerspective(s["image0"][0], H, (CROP[1], CROP[0]), flags=cv2.INTER_LINEAR)
-                both = s["valid1"][0] & (cv2.warpPerspective(s["valid0"][0].astype(np.uint8), H, (CROP[1], CROP[0]),
-                                                             flags=cv2.INTER_NEAREST) > 0)
+                both = s["valid1"][0] & (
+                    cv2.warpPerspective(s["valid0"][0].astype(np.uint8), H, (CROP[1], CROP[0]), flags=cv2.INTER_NEAREST)
+                    > 0
+                )
                 both = cv2.erode(both.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
                 if both.sum() > 200:
                     assert np.abs(warped - s["image1"][0])[both].mean() < 0.04

@@ -80,15 +80,24 @@ def test_ensemble_rule_on_fake_teachers():
 
 
 def test_teacher_config_names_and_ensembles():
-    assert TEACHERS[:5] == ("superpoint", "aliked-n16", "aliked-t16", "aliked-n32", "aliked-n16rot") and "disk" in TEACHERS
+    assert (
+        TEACHERS[:5] == ("superpoint", "aliked-n16", "aliked-t16", "aliked-n32", "aliked-n16rot") and "disk" in TEACHERS
+    )
     cfg = TeacherConfig(name="aliked-n16+aliked-n16rot").resolved()
     assert (cfg.detection_threshold, cfg.nms_radius) == (0.2, 2)  # the first member's defaults
     assert TeacherConfig(name="disk+aliked-n16").resolved().detection_threshold == 0.5
     # manifests keep their fields: a single teacher's record is what it was
     assert set(asdict(TeacherConfig(name="aliked-n16rot").resolved())) == {
-        "name", "weights", "max_keypoints", "detection_threshold", "nms_radius"}
+        "name",
+        "weights",
+        "max_keypoints",
+        "detection_threshold",
+        "nms_radius",
+    }
     assert CacheConfig(teacher=TeacherConfig(name="aliked-n16+disk")).to_dict()["teacher"]["name"] == "aliked-n16+disk"
-    with pytest.raises(ValueError, match="unknown teacher 'foo' in ensemble 'aliked-n16\\+foo'; join names from: superpoint"):
+    with pytest.raises(
+        ValueError, match="unknown teacher 'foo' in ensemble 'aliked-n16\\+foo'; join names from: superpoint"
+    ):
         TeacherConfig(name="aliked-n16+foo")
     with pytest.raises(ValueError, match="names a teacher twice"):
         TeacherConfig(name="aliked-n16+aliked-n16")
@@ -150,8 +159,13 @@ def test_ensemble_of_real_teachers_labels_a_cache(tmp_path):
     d.mkdir()
     src = cv2.imread(str(SAMPLE))
     cv2.imwrite(str(d / "a.jpg"), src[40:136, 150:246])
-    cfg = CacheConfig(teacher=TeacherConfig(name="aliked-t16+aliked-n16rot", max_keypoints=128),
-                      match=MatchConfig(matcher="homography"), size=(64, 64), pairs_per_image=1, store_dense=True)
+    cfg = CacheConfig(
+        teacher=TeacherConfig(name="aliked-t16+aliked-n16rot", max_keypoints=128),
+        match=MatchConfig(matcher="homography"),
+        size=(64, 64),
+        pairs_per_image=1,
+        store_dense=True,
+    )
     manifest = build_cache(d, tmp_path / "cache", cfg, progress=False)
     assert manifest["complete"] and manifest["config"]["teacher"]["name"] == "aliked-t16+aliked-n16rot"
     settings = manifest["teacher_settings"]["teacher"]

@@ -48,11 +48,16 @@ def test_rotation_homography_is_exact_about_the_centre():
     np.testing.assert_array_equal(rotation_homography((W, H_), 0), np.eye(3))
     # 180: (x, y) -> (w-1-x, h-1-y), exactly; 90 counter-clockwise as displayed: right -> up
     p = np.array([[10.0, 20.0], [cx + 5, cy]])
-    np.testing.assert_array_equal(warp_points(rotation_homography((W, H_), 180), p), np.c_[W - 1 - p[:, 0], H_ - 1 - p[:, 1]])
+    np.testing.assert_array_equal(
+        warp_points(rotation_homography((W, H_), 180), p), np.c_[W - 1 - p[:, 0], H_ - 1 - p[:, 1]]
+    )
     np.testing.assert_allclose(warp_points(rotation_homography((W, H_), 90), p[1:]), [[cx, cy - 5]], atol=1e-12)
     np.testing.assert_array_equal(rotation_homography((W, H_), 90), rotation_homography((W, H_), -270))
-    np.testing.assert_allclose(rotation_homography((W, H_), 30) @ rotation_homography((W, H_), 15),
-                               rotation_homography((W, H_), 45), atol=1e-12)
+    np.testing.assert_allclose(
+        rotation_homography((W, H_), 30) @ rotation_homography((W, H_), 15),
+        rotation_homography((W, H_), 45),
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("angle", [90, 180, 45, -30])
@@ -100,16 +105,33 @@ def cache_dir(tmp_path_factory):
     return make_cache(tmp_path_factory.mktemp("valrot") / "c", n=8)
 
 
-def test_tiny_run_logs_rotated_scalars_picks_best_by_the_combined_score_and_resumes_exactly(cache_dir, tmp_path, capsys):
+def test_tiny_run_logs_rotated_scalars_picks_best_by_the_combined_score_and_resumes_exactly(
+    cache_dir, tmp_path, capsys
+):
     from training import phase1
     from training.trainer import BEST_COMBINED
 
     out = tmp_path / "run"
     # 6 training images of 8 (val fraction 0.2 holds out >= 1), batch 2: 3 steps an epoch, 4 epochs
-    args = tiny_args(cache_dir, out, "--max-steps", "12", "--ckpt-every", "6", "--log-every", "1",
-                     "--val-rotation-deg", "0,90,180", "--overlay-every", "0")
+    args = tiny_args(
+        cache_dir,
+        out,
+        "--max-steps",
+        "12",
+        "--ckpt-every",
+        "6",
+        "--log-every",
+        "1",
+        "--val-rotation-deg",
+        "0,90,180",
+        "--overlay-every",
+        "0",
+    )
     assert phase1.main(args) == 0
-    reps = {t: read_log(out, t) for t in ("val/repeatability", "val/rep_rot0", "val/rep_rot90", "val/rep_rot180", BEST_COMBINED)}
+    reps = {
+        t: read_log(out, t)
+        for t in ("val/repeatability", "val/rep_rot0", "val/rep_rot90", "val/rep_rot180", BEST_COMBINED)
+    }
     steps = sorted(reps["val/repeatability"])
     assert len(steps) >= 2 and all(sorted(v) == steps for v in reps.values())
     for s in steps:
@@ -120,7 +142,11 @@ def test_tiny_run_logs_rotated_scalars_picks_best_by_the_combined_score_and_resu
     best = torch.load(out / "best.pt", weights_only=True)["extra"]["metrics"]
     assert math.isclose(best[BEST_COMBINED], max(float(v) for v in reps[BEST_COMBINED].values()), rel_tol=1e-6)
     last = torch.load(out / "last.pt", weights_only=True)["training"]
-    assert last["best_by"] == "val/rep_combined(0,90,180)" and last["train_config"]["val_rotation_deg"] == [0.0, 90.0, 180.0]
+    assert last["best_by"] == "val/rep_combined(0,90,180)" and last["train_config"]["val_rotation_deg"] == [
+        0.0,
+        90.0,
+        180.0,
+    ]
 
     # resume from the middle: the same losses and the same validation scores
     resumed = tmp_path / "resumed"
@@ -135,8 +161,12 @@ def test_tiny_run_logs_rotated_scalars_picks_best_by_the_combined_score_and_resu
     # resuming with another selection score restarts the best tracking, and says so
     capsys.readouterr()
     other = tmp_path / "other"
-    assert phase1.main(["--resume", str(out / "step_0000006.pt"), "--out", str(other), "--no-progress",
-                        "--val-rotation-deg", ""]) == 0
+    assert (
+        phase1.main(
+            ["--resume", str(out / "step_0000006.pt"), "--out", str(other), "--no-progress", "--val-rotation-deg", ""]
+        )
+        == 0
+    )
     assert "chose best.pt by val/rep_combined(0,90,180), this one by val/repeatability" in capsys.readouterr().err
     assert not read_log(other, BEST_COMBINED) and read_log(other, "val/repeatability")
 

@@ -190,7 +190,9 @@ def photometric(image: np.ndarray, rng: np.random.Generator, p: float = 0.5, ext
     return out
 
 
-def add_noise(image: np.ndarray, valid: np.ndarray, rng: np.random.Generator, p: float = 0.5, max_std: float = 0.03) -> np.ndarray:
+def add_noise(
+    image: np.ndarray, valid: np.ndarray, rng: np.random.Generator, p: float = 0.5, max_std: float = 0.03
+) -> np.ndarray:
     """Additive Gaussian noise (std up to ``max_std``) on valid pixels of a float image in [0, 1]."""
     std = rng.uniform(0.0, max_std)
     noise = rng.standard_normal(image.shape).astype(np.float32) * std

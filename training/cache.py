@@ -21,8 +21,9 @@ centres at integers):
   quantised as ``round(255 * score)``;
 * ``source``: the image's relative path.
 
-Every file is written under a temporary name and atomically renamed, so a
-killed run leaves either a complete file or none; a rerun skips finished
+Every file is written under a temporary name and atomically renamed
+(:func:`kpnet.io.atomic_path`, flushed to disk), so a killed run leaves either
+a complete file or none; a rerun removes the temporary files and skips finished
 entries.
 """
 
@@ -30,12 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
+
+from kpnet.io import atomic_path, atomic_write_bytes
 
 from .homography import HomographyConfig
 from .matching import MatchConfig
@@ -51,15 +53,6 @@ class CacheMismatchError(ValueError):
     """The cache on disk was built with a different configuration."""
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``'320x240'`` -> ``(320, 240)`` (width, height)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 320x240; got {text!r}") from exc
-    return w, h
-
-
 @dataclass(frozen=True)
 class CacheConfig:
     """Everything that determines the labels in a cache.
@@ -68,9 +61,11 @@ class CacheConfig:
         teacher: the teacher and its detection settings.
         match: the pair matcher (phase 2).
         homography: ranges of the random homographies (phase 2).
-        size: training resolution ``(width, height)``; both multiples of 8
-            (SuperPoint's cell). Note the default 320x240 is not a multiple of
-            32 in height: a stride-32 student pads it (or use 320x256).
+        size: training resolution ``(width, height)``, as manifests store it; both
+            multiples of 8 (SuperPoint's cell). On the command line it is HxW like
+            every kpnet size: ``--size 240x320`` is the default ``(320, 240)``. Note
+            its height 240 is not a multiple of 32: a stride-32 student pads it (or
+            use ``--size 256x320``).
         pairs_per_image: homographic pairs per image (0: phase 1 only).
         min_side: images with a shorter side below this (pixels) are skipped.
         seed: base seed; each image's homographies depend only on it and the
@@ -94,7 +89,8 @@ class CacheConfig:
     def __post_init__(self) -> None:
         if len(self.size) != 2 or any(int(v) != v or v <= 0 or v % 8 for v in self.size):
             raise ValueError(
-                f"size must be (width, height) with both positive multiples of 8, e.g. 320x240; got {self.size}"
+                f"size must be (width, height) with both positive multiples of 8, e.g. (320, 240), which is "
+                f"--size 240x320 (HEIGHTxWIDTH); got {self.size}"
             )
         object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
         if self.pairs_per_image < 0:
@@ -135,7 +131,12 @@ class CacheConfig:
                     raise ValueError(f"unknown {key} config key {bad[0]!r}; choose from: {', '.join(sub_valid)}")
                 kwargs[key] = sub[key](**value)
             elif key == "size":
-                kwargs[key] = parse_size(value) if isinstance(value, str) else tuple(value)
+                if isinstance(value, str):
+                    raise ValueError(
+                        f"size in a cache config is [width, height], as manifests store it, e.g. [320, 240]; got "
+                        f"{value!r}. A size string belongs on the command line: --size HEIGHTxWIDTH, e.g. 240x320"
+                    )
+                kwargs[key] = tuple(value)
             else:
                 kwargs[key] = value
         return cls(**kwargs)
@@ -151,29 +152,15 @@ def image_seed(seed: int, relpath: str) -> int:
     return int.from_bytes(hashlib.sha1(f"{seed}:{relpath}".encode("utf-8")).digest()[:8], "little")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_entry(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write one compressed ``.npz`` entry atomically."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_manifest(root: Path, manifest: Mapping[str, Any]) -> None:
     """Write ``manifest.json`` atomically."""
-    atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False).encode("utf-8"))
+    atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False).encode("utf-8"), fsync=True)
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
@@ -184,7 +171,9 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     """
     path = Path(root) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"no label cache at {root} ({MANIFEST} missing); build one with python -m training.labels")
+        raise FileNotFoundError(
+            f"no label cache at {root} ({MANIFEST} missing); build one with python -m training.labels"
+        )
     manifest = json.loads(path.read_text("utf-8"))
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} manifest")

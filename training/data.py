@@ -24,8 +24,18 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from kpnet.io import folder_images
+
 from ._deps import require
-from .augment import GeometricAug, add_noise, erode_valid, photometric, render_view, sample_view_transform, transform_points
+from .augment import (
+    GeometricAug,
+    add_noise,
+    erode_valid,
+    photometric,
+    render_view,
+    sample_view_transform,
+    transform_points,
+)
 from .cache import CacheEntry, LabelCache, image_seed
 from .homography import HomographyConfig, rotation_homography, sample_homography, warp_image
 from .masks import binary_mask, blob_mask
@@ -93,7 +103,11 @@ class _CacheDataset:
         return np.random.default_rng([self.config.seed, self.config.phase, epoch, index])
 
     def view(self, entry: CacheEntry, M: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        src = photometric(entry.image, rng, extreme=self.config.photometric_extreme) if self.config.photometric else entry.image
+        src = (
+            photometric(entry.image, rng, extreme=self.config.photometric_extreme)
+            if self.config.photometric
+            else entry.image
+        )
         img, valid = render_view(src, M, self.config.crop, fill=self.config.pad_fill)
         if self.config.photometric:
             img = add_noise(img, valid, rng)
@@ -115,7 +129,9 @@ class Phase1Dataset(_CacheDataset):
         target = view_target(self.config.target, entry, M, self.config.crop, self.config.blob_sigma)
         out = {"image": img[None], "target": target[None], "valid": valid[None]}
         if self.config.subpixel_weight > 0:
-            order = np.argsort(-entry.scores, kind="stable") if len(entry.scores) == len(entry.keypoints) else slice(None)
+            order = (
+                np.argsort(-entry.scores, kind="stable") if len(entry.scores) == len(entry.keypoints) else slice(None)
+            )
             pts = transform_points(M, entry.keypoints[order], self.config.crop)
             out["kpts"], out["kpts_valid"] = padded_points(pts, self.config.subpixel_max_points)
         return out
@@ -134,7 +150,9 @@ class Phase2Dataset(_CacheDataset):
         rng = self.rng(epoch, index)
         entry = self.cache[index]
         if len(entry.homographies) == 0:
-            raise ValueError(f"cache entry {entry.source} has no homographic pairs; rebuild the cache with --pairs-per-image >= 1")
+            raise ValueError(
+                f"cache entry {entry.source} has no homographic pairs; rebuild the cache with --pairs-per-image >= 1"
+            )
         size = (entry.image.shape[1], entry.image.shape[0])
         p = int(rng.integers(len(entry.homographies)))
         Hp = entry.homographies[p]
@@ -158,8 +176,12 @@ class Phase2Dataset(_CacheDataset):
             out["target0"] = view_target(cfg.target, entry, M0, cfg.crop, cfg.blob_sigma)[None]
             out["target1"] = view_target(cfg.target, entry, M1, cfg.crop, cfg.blob_sigma)[None]
         if cfg.subpixel_weight > 0:
-            out["kpts0"], out["kpts0_valid"] = padded_points(transform_points(M0, k0, cfg.crop), cfg.subpixel_max_points)
-            out["kpts1"], out["kpts1_valid"] = padded_points(transform_points(A1, k1, cfg.crop), cfg.subpixel_max_points)
+            out["kpts0"], out["kpts0_valid"] = padded_points(
+                transform_points(M0, k0, cfg.crop), cfg.subpixel_max_points
+            )
+            out["kpts1"], out["kpts1_valid"] = padded_points(
+                transform_points(A1, k1, cfg.crop), cfg.subpixel_max_points
+            )
         return out
 
 
@@ -244,7 +266,11 @@ class EvalPair:
 
 
 def synthetic_val_pairs(
-    cache: LabelCache, indices: Sequence[int], seed: int, homography: Optional[HomographyConfig] = None, limit: int = 200
+    cache: LabelCache,
+    indices: Sequence[int],
+    seed: int,
+    homography: Optional[HomographyConfig] = None,
+    limit: int = 200,
 ) -> list[EvalPair]:
     """For each held-out image, itself and a copy warped by a fixed random homography
     (seeded by ``seed`` and the source path; drawn like the cache's labelling pairs)."""
@@ -303,7 +329,7 @@ def dev_eval_pairs(root: str | Path, size_hw: tuple[int, int]) -> list[EvalPair]
     h_out, w_out = size_hw
     pairs = []
     for seq in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = {f.stem: f for f in seq.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".ppm")}
+        files = {f.stem: f for f in folder_images(seq, recursive=False)}
         hfile = seq / "H_1_2"
         if "1" not in files or "2" not in files or not hfile.is_file():
             continue

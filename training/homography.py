@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from ._deps import require
+
+if TYPE_CHECKING:  # torch is imported where it is used (require), not at import time
+    import torch
 
 Size = tuple[int, int]  # (width, height) in pixels
 
@@ -105,7 +108,10 @@ def sample_homography(size: Size, config: HomographyConfig, rng: np.random.Gener
 
     if config.perspective:
         jitter = np.stack(
-            [_truncnorm(rng, config.perspective_amplitude_x, 4) * pw, _truncnorm(rng, config.perspective_amplitude_y, 4) * ph],
+            [
+                _truncnorm(rng, config.perspective_amplitude_x, 4) * pw,
+                _truncnorm(rng, config.perspective_amplitude_y, 4) * ph,
+            ],
             axis=1,
         )
         moved = corners + jitter

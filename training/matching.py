@@ -32,7 +32,11 @@ from .homography import warp_points
 
 MATCHERS: tuple[str, ...] = ("lightglue", "homography")
 
-LIGHTGLUE_WEIGHT_FILES = {"aliked": "aliked_lightglue.pth", "superpoint": "superpoint_lightglue.pth", "disk": "disk_lightglue.pth"}
+LIGHTGLUE_WEIGHT_FILES = {
+    "aliked": "aliked_lightglue.pth",
+    "superpoint": "superpoint_lightglue.pth",
+    "disk": "disk_lightglue.pth",
+}
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,9 @@ def _load_lightglue(features: str, descriptor_dim: int, weights: Optional[str], 
     # no longer has; it is dropped when it is the identity (1.0), and refused otherwise.
     legacy = [k for k in state if k.startswith("log_assignment.") and k.endswith(".r")]
     if any(float(state[k].float().abs().sub(1).abs().max()) > 0 for k in legacy):
-        raise ValueError(f"LightGlue weights {path} use a legacy assignment scale (log_assignment.N.r != 1) this LightGlue lacks")
+        raise ValueError(
+            f"LightGlue weights {path} use a legacy assignment scale (log_assignment.N.r != 1) this LightGlue lacks"
+        )
     state = {k: v for k, v in state.items() if k not in legacy}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k != "confidence_thresholds"]
@@ -203,7 +209,9 @@ class PairMatcher:
             "filter_threshold": self.config.filter_threshold if self.lightglue is not None else None,
         }
 
-    def raw_lightglue(self, feats0, feats1, size0: tuple[int, int], size1: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def raw_lightglue(
+        self, feats0, feats1, size0: tuple[int, int], size1: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """LightGlue matches before the geometric check: ``(idx0, idx1)`` int64 ``[M]``."""
         torch = require("torch")
         empty = np.zeros(0, np.int64)

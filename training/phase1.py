@@ -22,8 +22,8 @@ from typing import Any, Optional
 
 from .data import Phase1Dataset
 from .losses import direct_loss, subpixel_loss
-from .trainer import Batch, Forward, run
 from .train_config import TrainConfig
+from .trainer import Batch, Forward, run
 
 
 class Phase1Task:
@@ -40,7 +40,14 @@ class Phase1Task:
         loss = direct_loss(config.loss, logits, batch["target"], batch["valid"], config.focal_alpha, config.focal_gamma)
         parts: dict[str, float] = {}
         if config.subpixel_weight > 0:
-            sp = subpixel_loss(logits, batch["kpts"], batch["kpts_valid"], batch["valid"], config.subpixel_radius, config.subpixel_temperature)
+            sp = subpixel_loss(
+                logits,
+                batch["kpts"],
+                batch["kpts_valid"],
+                batch["valid"],
+                config.subpixel_radius,
+                config.subpixel_temperature,
+            )
             parts = {"direct": float(loss.detach()), "subpixel": float(sp.detach())}
             loss = loss + config.subpixel_weight * sp
         return loss, parts, (batch["image"][0], logits[0].detach(), batch["target"][0])

@@ -38,8 +38,8 @@ from typing import Any, Optional
 
 from .data import Phase2Dataset
 from .losses import direct_loss, huber_consistency, kl_consistency, repeatability_loss, subpixel_loss, torch
-from .trainer import Batch, Forward, run
 from .train_config import TrainConfig
+from .trainer import Batch, Forward, run
 
 
 class Phase2Task:
@@ -62,7 +62,14 @@ class Phase2Task:
         loss, parts = cons, {}
         if config.direct_weight > 0:
             d = sum(
-                direct_loss(config.direct_loss, lg, batch[f"target{v}"], batch[f"valid{v}"], config.focal_alpha, config.focal_gamma)
+                direct_loss(
+                    config.direct_loss,
+                    lg,
+                    batch[f"target{v}"],
+                    batch[f"valid{v}"],
+                    config.focal_alpha,
+                    config.focal_gamma,
+                )
                 for v, lg in ((0, l0), (1, l1))
             )
             loss = cons + config.direct_weight * d
@@ -71,10 +78,19 @@ class Phase2Task:
             cos, peaky = repeatability_loss(l0, l1, batch["H"], batch["valid0"], batch["valid1"], config.repeat_patch)
             rep = cos + config.repeat_peaky * peaky
             loss = loss + config.repeat_weight * rep
-            parts.update(repeat=float(rep.detach()), repeat_cosim=float(cos.detach()), repeat_peaky=float(peaky.detach()))
+            parts.update(
+                repeat=float(rep.detach()), repeat_cosim=float(cos.detach()), repeat_peaky=float(peaky.detach())
+            )
         if config.subpixel_weight > 0:
             sp = 0.5 * sum(
-                subpixel_loss(lg, batch[f"kpts{v}"], batch[f"kpts{v}_valid"], batch[f"valid{v}"], config.subpixel_radius, config.subpixel_temperature)
+                subpixel_loss(
+                    lg,
+                    batch[f"kpts{v}"],
+                    batch[f"kpts{v}_valid"],
+                    batch[f"valid{v}"],
+                    config.subpixel_radius,
+                    config.subpixel_temperature,
+                )
                 for v, lg in ((0, l0), (1, l1))
             )
             loss = loss + config.subpixel_weight * sp

@@ -8,7 +8,9 @@ config is written to ``OUT/config.yaml`` and into every checkpoint.
 
 Every field is a command-line flag: ``crop`` is ``--crop``, ``huber_delta`` is
 ``--huber-delta``, booleans are ``--photometric/--no-photometric``; sizes are ``HxW``
-(height x width, like :class:`kpnet.ModelConfig.input_size`), pairs of floats are ``a,b``.
+(height x width, like :class:`kpnet.ModelConfig.input_size`; parsed by
+:func:`kpnet.sizing.parse_hw`, which refuses a camera resolution written width first), pairs
+of floats are ``a,b``.
 Importing this module needs no optional dependency (pyyaml is imported when a YAML file is
 read or written).
 """
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from kpnet.config import BACKBONES, DOWNSAMPLES, INPUT_NORMS, round_to_multiple
+from kpnet.io import atomic_write_text
+from kpnet.sizing import parse_hw
 
 from ._deps import require
 
@@ -53,18 +57,13 @@ def check_multiple(name: str, hw: tuple[int, int], stride: int, why: str = "") -
         )
 
 
-def parse_hw(text: str | Sequence[int]) -> tuple[int, int]:
-    """``'224x320'`` or ``[224, 320]`` -> ``(224, 320)`` (height, width)."""
-    if isinstance(text, str):
-        try:
-            h, w = (int(v) for v in text.lower().split("x"))
-        except ValueError as exc:
-            raise ValueError(f"size must look like HEIGHTxWIDTH, e.g. 224x320; got {text!r}") from exc
-        return h, w
-    vals = tuple(text)
-    if len(vals) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
-        raise ValueError(f"size must be (height, width) as two ints; got {text!r}")
-    return int(vals[0]), int(vals[1])
+def hw_arg(text: str) -> tuple[int, int]:
+    """The argparse ``type`` of HxW flags: :func:`kpnet.sizing.parse_hw`, with its message
+    shown by argparse (which hides a ValueError's)."""
+    try:
+        return parse_hw(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_angles(text: str | Sequence[float] | None) -> tuple[float, ...]:
@@ -105,51 +104,121 @@ class TrainConfig:
     phase: int = _f(1, "training phase (set by the entry point: 1 keypointness, 2 homography consistency)", cli=False)
     # data
     cache: str = _f("", "label cache directory (python -m training.labels); required")
-    expect_cache: Optional[str] = _f(None, "YAML/JSON CacheConfig the cache must match (every differing field is reported)")
+    expect_cache: Optional[str] = _f(
+        None, "YAML/JSON CacheConfig the cache must match (every differing field is reported)"
+    )
     allow_incomplete_cache: bool = _f(False, "train on the finished entries of a cache that is still being built")
     out: str = _f("runs/phase1", "output directory: config.yaml, log.csv, last.pt, best.pt, step_*.pt, overlays/")
-    crop: tuple[int, int] = _f((224, 320), "training crop HxW, multiples of 32 (the cache's images are randomly scaled, rotated and cropped)")
-    eval_size: tuple[int, int] = _f((480, 640), "HxW the exported model runs at (stored as ModelConfig.input_size) and dev-eval resolution")
-    val_fraction: float = _f(0.05, "fraction of cache images held out for validation (split by hashing the source path)")
+    crop: tuple[int, int] = _f(
+        (224, 320), "training crop HxW, multiples of 32 (the cache's images are randomly scaled, rotated and cropped)"
+    )
+    eval_size: tuple[int, int] = _f(
+        (480, 640), "HxW the exported model runs at (stored as ModelConfig.input_size) and dev-eval resolution"
+    )
+    val_fraction: float = _f(
+        0.05, "fraction of cache images held out for validation (split by hashing the source path)"
+    )
     val_max_images: int = _f(200, "at most this many held-out images are evaluated")
     val_max_keypoints: int = _f(300, "K of the top-k decoding used for validation repeatability")
-    val_rotation_deg: tuple[float, ...] = _f((), "rotated validation, comma-separated angles in degrees, e.g. 0,90,180 (empty, the default: off). Each held-out image is also paired with its copy rotated about its centre by each angle (counter-clockwise, same canvas, black corners, exact homography) and scored like the synthetic pairs (repeatability at 3 px of the top-K decoding), logged as val/rep_rotN. best.pt is then chosen by val/rep_combined, the mean of val/repeatability (the synthetic-homography pairs) and the val/rep_rotN, each weighted equally, instead of val/repeatability alone")
-    dev_eval: Optional[str] = _f(AUTO, "folder of SEQ/1.jpg, SEQ/2.jpg, SEQ/H_1_2 pairs evaluated at eval_size; 'auto': ../shared/data/dev_eval if present; 'none' disables")
+    val_rotation_deg: tuple[float, ...] = _f(
+        (),
+        "rotated validation, comma-separated angles in degrees, e.g. 0,90,180 (empty, the default: off). Each held-out image is also paired with its copy rotated about its centre by each angle (counter-clockwise, same canvas, black corners, exact homography) and scored like the synthetic pairs (repeatability at 3 px of the top-K decoding), logged as val/rep_rotN. best.pt is then chosen by val/rep_combined, the mean of val/repeatability (the synthetic-homography pairs) and the val/rep_rotN, each weighted equally, instead of val/repeatability alone",
+    )
+    dev_eval: Optional[str] = _f(
+        AUTO,
+        "folder of SEQ/1.jpg, SEQ/2.jpg, SEQ/H_1_2 pairs evaluated at eval_size; 'auto': ../shared/data/dev_eval if present; 'none' disables",
+    )
     workers: int = _f(2, "DataLoader worker processes per training process (0: load in the main process)")
     # augmentation
-    scale_range: tuple[float, float] = _f((0.8, 1.25), "random scale LOW,HIGH applied before cropping (log-uniform; phase 2 default 1.0,2.2)")
-    max_rotation_deg: float = _f(10.0, "random rotation in [-x, x] degrees (180: uniform over the full circle; phase 2 rotates each view independently, so pairs then differ by any angle up to +-180)")
-    perspective: float = _f(0.05, "random perspective: crop corners jittered by up to this fraction of the crop size (0: affine only)")
-    upright_prob: float = _f(0.0, "probability that a view keeps its upright orientation (no random rotation); with --max-rotation-deg 180 a small share of upright views keeps the unrotated quality (0: every view is rotated)")
-    pad_fill: str = _f("zero", "value of a view's pixels from outside the image (the corners of a rotated view): zero (black) or mean (the image's mean grey level, so no artificial edge; the loss ignores them either way)")
-    valid_erode: int = _f(0, "shrink the valid region by this many pixels at the boundary with padding, so the losses also ignore the band where the network sees the padding edge (0: off; 4 recommended with large rotations)")
+    scale_range: tuple[float, float] = _f(
+        (0.8, 1.25), "random scale LOW,HIGH applied before cropping (log-uniform; phase 2 default 1.0,2.2)"
+    )
+    max_rotation_deg: float = _f(
+        10.0,
+        "random rotation in [-x, x] degrees (180: uniform over the full circle; phase 2 rotates each view independently, so pairs then differ by any angle up to +-180)",
+    )
+    perspective: float = _f(
+        0.05, "random perspective: crop corners jittered by up to this fraction of the crop size (0: affine only)"
+    )
+    upright_prob: float = _f(
+        0.0,
+        "probability that a view keeps its upright orientation (no random rotation); with --max-rotation-deg 180 a small share of upright views keeps the unrotated quality (0: every view is rotated)",
+    )
+    pad_fill: str = _f(
+        "zero",
+        "value of a view's pixels from outside the image (the corners of a rotated view): zero (black) or mean (the image's mean grey level, so no artificial edge; the loss ignores them either way)",
+    )
+    valid_erode: int = _f(
+        0,
+        "shrink the valid region by this many pixels at the boundary with padding, so the losses also ignore the band where the network sees the padding edge (0: off; 4 recommended with large rotations)",
+    )
     photometric: bool = _f(True, "brightness, contrast, gamma, Gaussian noise, motion blur and JPEG augmentation")
-    photometric_extreme: float = _f(0.15, "probability of an extreme exposure (contrast x0.08-0.35 around a dark or bright level) on top of --photometric (0 disables)")
+    photometric_extreme: float = _f(
+        0.15,
+        "probability of an extreme exposure (contrast x0.08-0.35 around a dark or bright level) on top of --photometric (0 disables)",
+    )
     # targets and losses
-    target: str = _f("dense", "label type: sparse (binary mask at teacher keypoints), blob (Gaussian blobs), dense (teacher score map; needs a --dense cache)")
-    loss: Optional[str] = _f(None, "phase 1: focal|bce (default focal for sparse, else bce); phase 2: huber|kl (default huber)")
+    target: str = _f(
+        "dense",
+        "label type: sparse (binary mask at teacher keypoints), blob (Gaussian blobs), dense (teacher score map; needs a --dense cache)",
+    )
+    loss: Optional[str] = _f(
+        None, "phase 1: focal|bce (default focal for sparse, else bce); phase 2: huber|kl (default huber)"
+    )
     focal_alpha: float = _f(0.25, "focal loss alpha (weight of positives); negative disables the weighting")
     focal_gamma: float = _f(2.0, "focal loss gamma (focusing exponent)")
     blob_sigma: float = _f(1.5, "Gaussian blob sigma in pixels (blob targets and phase-2 consistency masks)")
     huber_delta: float = _f(0.1, "phase 2 huber: delta, in probability units")
-    kl_temperature: float = _f(1.0, "phase 2 kl: target = softmax(mask / T) over pixels; T=1 is the loss as specified, smaller T sharpens it")
-    direct_weight: float = _f(0.0, "phase 2: weight of a direct per-view term against each view's own --target (phase 2 default 1.0; 0: the consistency loss alone)")
-    repeat_weight: float = _f(0.0, "phase 2: weight of the teacher-free repeatability term (R2D2-style): 1 - mean local cosine similarity of --repeat-patch patches of the two views' probabilities warped onto each other, plus --repeat-peaky times the peakiness term 1 - mean(local max - local mean); 0: off")
-    repeat_patch: int = _f(16, "phase 2 repeatability term: patch side in pixels (patches overlap by half; the peakiness window is patch + 1)")
-    repeat_peaky: float = _f(1.0, "phase 2 repeatability term: weight of the peakiness part relative to the cosine part")
-    subpixel_weight: float = _f(0.0, "weight of the sub-pixel localisation term: mean distance in pixels between the soft-argmax of the student's logits in a window around each teacher keypoint and the teacher's sub-pixel position (phase 1: the teacher's keypoints; phase 2: the matched keypoints of both views); 0: off")
-    subpixel_radius: int = _f(2, "sub-pixel term: window radius in pixels (window 2r+1 square, centred on the teacher keypoint's nearest pixel)")
+    kl_temperature: float = _f(
+        1.0, "phase 2 kl: target = softmax(mask / T) over pixels; T=1 is the loss as specified, smaller T sharpens it"
+    )
+    direct_weight: float = _f(
+        0.0,
+        "phase 2: weight of a direct per-view term against each view's own --target (phase 2 default 1.0; 0: the consistency loss alone)",
+    )
+    repeat_weight: float = _f(
+        0.0,
+        "phase 2: weight of the teacher-free repeatability term (R2D2-style): 1 - mean local cosine similarity of --repeat-patch patches of the two views' probabilities warped onto each other, plus --repeat-peaky times the peakiness term 1 - mean(local max - local mean); 0: off",
+    )
+    repeat_patch: int = _f(
+        16,
+        "phase 2 repeatability term: patch side in pixels (patches overlap by half; the peakiness window is patch + 1)",
+    )
+    repeat_peaky: float = _f(
+        1.0, "phase 2 repeatability term: weight of the peakiness part relative to the cosine part"
+    )
+    subpixel_weight: float = _f(
+        0.0,
+        "weight of the sub-pixel localisation term: mean distance in pixels between the soft-argmax of the student's logits in a window around each teacher keypoint and the teacher's sub-pixel position (phase 1: the teacher's keypoints; phase 2: the matched keypoints of both views); 0: off",
+    )
+    subpixel_radius: int = _f(
+        2,
+        "sub-pixel term: window radius in pixels (window 2r+1 square, centred on the teacher keypoint's nearest pixel)",
+    )
     subpixel_temperature: float = _f(1.0, "sub-pixel term: soft-argmax weights are softmax(logits / T) over the window")
-    subpixel_max_points: int = _f(128, "sub-pixel term: at most this many teacher keypoints per view (highest teacher scores first)")
+    subpixel_max_points: int = _f(
+        128, "sub-pixel term: at most this many teacher keypoints per view (highest teacher scores first)"
+    )
     direct_loss: Optional[str] = _f(None, "phase 2 direct term: focal|bce (default focal for sparse, else bce)")
     # model
     backbone: Optional[str] = _f(None, "small|large (default: from --init, else small)")
-    fpn_width: Optional[int] = _f(None, "FPN channels (default: from --init, else 32, the width docs/ablations.md recommends)")
+    fpn_width: Optional[int] = _f(
+        None, "FPN channels (default: from --init, else 32, the width docs/ablations.md recommends)"
+    )
     init: Optional[str] = _f(None, "kpnet checkpoint to start from (required for phase 2)")
     init_backbone: Optional[str] = _f(None, "torchvision ImageNet MobileNetV3 weights file for the backbone")
-    input_norm: Optional[str] = _f(None, "input normalisation: image (per-image mean/std, brightness and contrast invariant) or imagenet (fixed statistics); default: from --init, else image. Differing from --init's converts it: the weights are fine-tuned under the new normalisation")
-    downsample: Optional[int] = _f(None, "1, or 2 for the fast variant (the network average-pools its input 2x2 and upsamples its heatmap x8; --crop and --eval-size must then be multiples of 64); default: from --init, else 1. Differing from --init's converts it (same weights, fine-tuned)")
-    cell_head: Optional[bool] = _f(None, "the residual sub-cell head (per-pixel logits of each output cell, depth-to-space, added to the bicubic map; ModelConfig.cell_head). Phase 2 default: on (added at zero to an --init without one; --no-cell-head keeps the model as it is); phase 1 default: from --init, else off")
+    input_norm: Optional[str] = _f(
+        None,
+        "input normalisation: image (per-image mean/std, brightness and contrast invariant) or imagenet (fixed statistics); default: from --init, else image. Differing from --init's converts it: the weights are fine-tuned under the new normalisation",
+    )
+    downsample: Optional[int] = _f(
+        None,
+        "1, or 2 for the fast variant (the network average-pools its input 2x2 and upsamples its heatmap x8; --crop and --eval-size must then be multiples of 64); default: from --init, else 1. Differing from --init's converts it (same weights, fine-tuned)",
+    )
+    cell_head: Optional[bool] = _f(
+        None,
+        "the residual sub-cell head (per-pixel logits of each output cell, depth-to-space, added to the bicubic map; ModelConfig.cell_head). Phase 2 default: on (added at zero to an --init without one; --no-cell-head keeps the model as it is); phase 1 default: from --init, else off",
+    )
     # optimisation
     batch_size: int = _f(16, "images (phase 1) or pairs (phase 2) per step and process")
     lr: float = _f(1e-3, "peak AdamW learning rate")
@@ -177,7 +246,7 @@ class TrainConfig:
         if not isinstance(self.cache, str) or not self.cache:
             raise ValueError("no label cache given; pass --cache CACHE_DIR (built with python -m training.labels)")
         for name in ("crop", "eval_size"):
-            h, w = parse_hw(getattr(self, name))
+            h, w = parse_hw(getattr(self, name), name)
             if h <= 0 or w <= 0 or h % STRIDE or w % STRIDE:
                 raise ValueError(f"{name} must be HxW with positive multiples of {STRIDE}; got {h}x{w}")
             set_(name, (h, w))
@@ -207,14 +276,27 @@ class TrainConfig:
             raise ValueError(f"cell_head must be true or false; got {self.cell_head!r}")
         if self.downsample is not None:
             if self.downsample not in DOWNSAMPLES:
-                raise ValueError(f"downsample must be one of {', '.join(map(str, DOWNSAMPLES))}; got {self.downsample!r}")
+                raise ValueError(
+                    f"downsample must be one of {', '.join(map(str, DOWNSAMPLES))}; got {self.downsample!r}"
+                )
             for name in ("crop", "eval_size"):
-                check_multiple(name, getattr(self, name), STRIDE * self.downsample, f" with downsample {self.downsample}")
+                check_multiple(
+                    name, getattr(self, name), STRIDE * self.downsample, f" with downsample {self.downsample}"
+                )
         set_("val_rotation_deg", parse_angles(self.val_rotation_deg))
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose from: {', '.join(DEVICES)}")
-        positive_int = ["batch_size", "epochs", "ckpt_every", "keep_ckpts", "log_every", "val_max_images", "val_max_keypoints",
-                        "subpixel_radius", "subpixel_max_points"]
+        positive_int = [
+            "batch_size",
+            "epochs",
+            "ckpt_every",
+            "keep_ckpts",
+            "log_every",
+            "val_max_images",
+            "val_max_keypoints",
+            "subpixel_radius",
+            "subpixel_max_points",
+        ]
         for name in positive_int:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -258,14 +340,26 @@ class TrainConfig:
         ints = {"max_steps", "fpn_width", "downsample"}
         for f in fields(self):
             v = getattr(self, f.name)
-            kind = bool if isinstance(f.default, bool) else int if (isinstance(f.default, int) or f.name in ints) else float if isinstance(f.default, float) else None
+            kind = (
+                bool
+                if isinstance(f.default, bool)
+                else int
+                if (isinstance(f.default, int) or f.name in ints)
+                else float
+                if isinstance(f.default, float)
+                else None
+            )
             if v is None or kind is None:
                 continue
             if kind is bool:
                 if not isinstance(v, bool):
                     raise ValueError(f"{f.name} must be true or false; got {v!r}")
             elif kind is int:
-                if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, str) and not v.strip().lstrip("-").isdigit()):
+                if (
+                    isinstance(v, bool)
+                    or not isinstance(v, (int, str))
+                    or (isinstance(v, str) and not v.strip().lstrip("-").isdigit())
+                ):
                     raise ValueError(f"{f.name} must be an int; got {v!r}")
                 object.__setattr__(self, f.name, int(v))
             else:
@@ -315,7 +409,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def write_config_file(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(require("yaml").safe_dump(config.to_dict(), sort_keys=False), "utf-8")
+    atomic_write_text(path, require("yaml").safe_dump(config.to_dict(), sort_keys=False))
 
 
 # ---------------------------------------------------------------------- command line
@@ -342,7 +436,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if isinstance(default, bool) or f.name == "cell_head":
             kw["action"] = argparse.BooleanOptionalAction
         elif f.name in ("crop", "eval_size"):
-            kw.update(type=parse_hw, metavar="HxW")
+            kw.update(type=hw_arg, metavar="HxW")
         elif f.name == "scale_range":
             kw.update(type=parse_pair, metavar="LOW,HIGH")
         elif f.name == "val_rotation_deg":
@@ -386,6 +480,8 @@ def resolve_config(
         data.update(read_config_file(config_file))
     data.update(overrides)
     if data.get("phase", phase) != phase:
-        raise ValueError(f"this config is for phase {data['phase']}; run python -m training.phase{data['phase']} instead")
+        raise ValueError(
+            f"this config is for phase {data['phase']}; run python -m training.phase{data['phase']} instead"
+        )
     data["phase"] = phase
     return TrainConfig.from_dict(data)

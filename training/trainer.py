@@ -6,7 +6,7 @@ A phase supplies a :class:`Task` (its dataset and its loss); :class:`Trainer` do
 * devices: CPU, or CUDA with automatic mixed precision (bf16 where supported, else fp16 with
   a gradient scaler); data-parallel over processes with ``torchrun`` (DistributedDataParallel,
   gloo on CPU, NCCL on GPU). Only rank 0 validates, logs and writes files.
-* checkpoints (atomic writes): ``last.pt`` and ``step_XXXXXXX.pt`` hold the model in the
+* checkpoints (atomic writes, :func:`kpnet.io.atomic_path`): ``last.pt`` and ``step_XXXXXXX.pt`` hold the model in the
   :meth:`kpnet.model.KpNet.save_pretrained` format (so ``KpNet.from_pretrained`` and
   ``python -m export.onnx`` read them) plus a ``training`` section (optimiser, scheduler,
   gradient scaler, step, epoch, torch RNG, the resolved config, the cache's config);
@@ -40,9 +40,19 @@ from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
+from kpnet.io import atomic_path
+
 from ._deps import match_opencv_threads, require
 from .cache import CacheConfig, LabelCache, check_config, load_cache
-from .data import StepBatchSampler, EvalPair, dev_eval_pairs, make_loader, rotated_val_pairs, split_indices, synthetic_val_pairs
+from .data import (
+    EvalPair,
+    StepBatchSampler,
+    dev_eval_pairs,
+    make_loader,
+    rotated_val_pairs,
+    split_indices,
+    synthetic_val_pairs,
+)
 from .train_config import AUTO, STRIDE, TrainConfig, check_multiple, read_config_file, write_config_file
 
 torch = require("torch")
@@ -69,6 +79,7 @@ def best_criterion(config: TrainConfig) -> str:
         return BEST_DEFAULT
     return f"{BEST_COMBINED}({','.join(f'{a:g}' for a in config.val_rotation_deg)})"
 
+
 Batch = dict[str, "torch.Tensor"]
 Forward = Callable[["torch.Tensor"], "torch.Tensor"]
 
@@ -83,7 +94,9 @@ class Task(Protocol):
     def dataset(self, cache: LabelCache, config: TrainConfig) -> Any:
         """The training dataset, indexed by ``(epoch, cache_index)``."""
 
-    def loss(self, forward: Forward, batch: Batch, config: TrainConfig) -> tuple["torch.Tensor", dict[str, float], tuple]:
+    def loss(
+        self, forward: Forward, batch: Batch, config: TrainConfig
+    ) -> tuple["torch.Tensor", dict[str, float], tuple]:
         """(scalar loss, extra scalars to log, (image, logits, target) ``[1, H, W]`` to visualise)."""
 
 
@@ -181,8 +194,8 @@ class RunLogger:
     def image(self, step: int, tag: str, bgr: np.ndarray) -> Path:
         cv2 = require("cv2")
         path = self.out / "overlays" / f"step_{step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), bgr)
+        with atomic_path(path) as tmp:
+            cv2.imwrite(str(tmp), bgr)
         if self.tb is not None:
             self.tb.add_image(tag, bgr[:, :, ::-1].copy(), step, dataformats="HWC")
         return path
@@ -210,14 +223,6 @@ def overlay(image: "torch.Tensor", logits: "torch.Tensor", target: "torch.Tensor
 
 
 # ---------------------------------------------------------------------- checkpoints
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _cpu_state(module: "torch.nn.Module") -> dict[str, "torch.Tensor"]:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
@@ -259,7 +264,9 @@ def _pad_to_stride(x: "torch.Tensor", stride: int) -> "torch.Tensor":
 
 
 @torch.no_grad()
-def evaluate_pairs(model: Any, pairs: list[EvalPair], device: "torch.device", max_keypoints: int, batch_pairs: int = 4) -> dict[str, float]:
+def evaluate_pairs(
+    model: Any, pairs: list[EvalPair], device: "torch.device", max_keypoints: int, batch_pairs: int = 4
+) -> dict[str, float]:
     """Mean repeatability at 3 px and mean localisation error over image pairs.
 
     Each view runs through the network at its own size padded (replicate) to multiples of the
@@ -386,8 +393,13 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
     # downsample and cell_head: how the fast variant is made from a full-resolution model (a new
     # cell head starts at zero, so the converted model starts exactly at its source's output).
     convertible = {"input_norm": config.input_norm, "downsample": config.downsample, "cell_head": config.cell_head}
-    fields_ = {"backbone": config.backbone or "small", "fpn_width": config.fpn_width or 32, "input_norm": config.input_norm or "image",
-               "downsample": config.downsample or 1, "cell_head": bool(config.cell_head)}
+    fields_ = {
+        "backbone": config.backbone or "small",
+        "fpn_width": config.fpn_width or 32,
+        "input_norm": config.input_norm or "image",
+        "downsample": config.downsample or 1,
+        "cell_head": bool(config.cell_head),
+    }
     if src is not None:
         sc = ModelConfig.from_dict(src["config"]).to_dict()
         wanted = [("backbone", config.backbone), ("fpn_width", config.fpn_width)]
@@ -402,7 +414,10 @@ def prepare(config: TrainConfig, world: int = 1, resume: Optional[dict[str, Any]
         fields_ = {k: sc[k] for k in fields_}
         for name, want in convertible.items():
             if resume is None and want is not None and want != sc[name]:
-                print(f"note: {config.init} was trained with {name}={sc[name]!r}; fine-tuning it with {name}={want!r}", file=sys.stderr)
+                print(
+                    f"note: {config.init} was trained with {name}={sc[name]!r}; fine-tuning it with {name}={want!r}",
+                    file=sys.stderr,
+                )
                 fields_[name] = want
     down = fields_["downsample"]
     for name in ("crop", "eval_size"):
@@ -442,7 +457,7 @@ class Trainer:
     """Runs one phase: ``Trainer(prepared, task, runtime).fit()``."""
 
     def __init__(self, prep: Prepared, task: Task, rt: Runtime) -> None:
-        from kpnet.model import KpNet, _strict_load
+        from kpnet.model import KpNet
 
         self.prep, self.task, self.rt = prep, task, rt
         cfg = self.config = prep.config
@@ -459,7 +474,9 @@ class Trainer:
             ids = [rt.device.index] if rt.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, WarmupCosine(cfg.warmup_steps, prep.total_steps, cfg.min_lr_ratio))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, WarmupCosine(cfg.warmup_steps, prep.total_steps, cfg.min_lr_ratio)
+        )
         fp16 = rt.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda" if rt.device.type == "cuda" else "cpu", enabled=fp16)
         self.step = 0
@@ -497,15 +514,23 @@ class Trainer:
         had = tr.get("best_by", BEST_DEFAULT)
         if had != self.best_by:
             # another selection score: the stored best is not comparable, so tracking restarts
-            print(f"note: the resumed run chose best.pt by {had}, this one by {self.best_by}; the next validation "
-                  "replaces best.pt", file=sys.stderr)
+            print(
+                f"note: the resumed run chose best.pt by {had}, this one by {self.best_by}; the next validation "
+                "replaces best.pt",
+                file=sys.stderr,
+            )
             self.best = -1.0
         torch.set_rng_state(tr["rng"]["torch"])
         if self.rt.device.type == "cuda" and tr["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(tr["rng"]["cuda"][0], self.rt.device)
 
     def _save(self, path: Path, metrics: dict[str, float], training: bool = True) -> None:
-        extra = {"phase": self.config.phase, "step": self.step, "metrics": metrics, "train_config": self.config.to_dict()}
+        extra = {
+            "phase": self.config.phase,
+            "step": self.step,
+            "metrics": metrics,
+            "train_config": self.config.to_dict(),
+        }
         payload = model_payload(self.model, extra)
         if training:
             payload["training"] = {
@@ -524,7 +549,8 @@ class Trainer:
                 "cache_config": self.prep.cache.manifest["config"],
                 "train_sources_sha1": _sources_digest([self.prep.cache.sources[i] for i in self.prep.train_idx]),
             }
-        atomic_torch_save(payload, path)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
 
     def _checkpoint(self, metrics: dict[str, float], numbered: bool) -> None:
         if not self.rt.is_main:
@@ -596,7 +622,9 @@ class Trainer:
         metrics = self.validate()
         if self.rt.is_main:
             self.log.scalars(self.step, epoch, metrics)
-            shown = " ".join(f"{k.split('/')[0]}_rep {v:.3f}" for k, v in metrics.items() if k.endswith("repeatability"))
+            shown = " ".join(
+                f"{k.split('/')[0]}_rep {v:.3f}" for k, v in metrics.items() if k.endswith("repeatability")
+            )
             if BEST_COMBINED in metrics:
                 shown += f" val_rep_combined {metrics[BEST_COMBINED]:.3f}"
             if shown:
@@ -617,8 +645,15 @@ class Trainer:
         losses: list[tuple[int, float]] = []
         metrics: dict[str, float] = {}
         train_time, timed_steps = 0.0, 0
-        bar = tqdm(total=total, initial=self.step, disable=not (rt.is_main and cfg.progress), unit="step",
-                   desc=f"phase {cfg.phase}", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            disable=not (rt.is_main and cfg.progress),
+            unit="step",
+            desc=f"phase {cfg.phase}",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         try:
             sampler = StepBatchSampler(prep.train_idx, cfg.batch_size, cfg.seed, self.step, total, rt.rank, rt.world)
             loader = make_loader(self.dataset, sampler, cfg.workers, pin_memory=rt.device.type == "cuda")

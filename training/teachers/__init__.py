@@ -58,7 +58,9 @@ class TeacherConfig:
         if len(set(members)) != len(members):
             raise ValueError(f"ensemble {self.name!r} names a teacher twice; list each member once")
         if len(members) > 1 and "superpoint" in members:
-            raise ValueError(f"ensemble {self.name!r}: superpoint needs its own weights file and cannot be an ensemble member")
+            raise ValueError(
+                f"ensemble {self.name!r}: superpoint needs its own weights file and cannot be an ensemble member"
+            )
         if len(members) > 1 and self.weights:
             raise ValueError(f"ensemble {self.name!r} uses the shipped weights of its members; drop --teacher-weights")
         if self.max_keypoints <= 0:
@@ -107,8 +109,12 @@ def build_teacher(config: TeacherConfig, for_lightglue: bool = False):
     if cfg.name == "disk":
         from .disk import DISKTeacher
 
-        return DISKTeacher(cfg.weights, max_keypoints=cfg.max_keypoints, detection_threshold=cfg.detection_threshold,
-                           nms_radius=cfg.nms_radius)
+        return DISKTeacher(
+            cfg.weights,
+            max_keypoints=cfg.max_keypoints,
+            detection_threshold=cfg.detection_threshold,
+            nms_radius=cfg.nms_radius,
+        )
     if cfg.name == "superpoint":
         from .superpoint import SuperPointTeacher
 

@@ -72,7 +72,9 @@ def load_disk(weights: Optional[str | Path] = None) -> "torch.nn.Module":
     return freeze(net)
 
 
-def local_maxima(scores: "torch.Tensor", radius: int, threshold: float, max_keypoints: int) -> list[tuple["torch.Tensor", "torch.Tensor"]]:
+def local_maxima(
+    scores: "torch.Tensor", radius: int, threshold: float, max_keypoints: int
+) -> list[tuple["torch.Tensor", "torch.Tensor"]]:
     """Strict local maxima of ``scores [B, H, W]`` in a ``(2r+1)`` window, above ``threshold``,
     the strongest ``max_keypoints`` (<= 0: all). Returns per image ``(xy [N, 2], scores [N])``
     sorted by score, descending."""

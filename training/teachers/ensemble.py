@@ -34,7 +34,9 @@ class EnsembleTeacher(Teacher):
         first = members[0]
         for method in ("keypoints_from_map", "describe"):
             if getattr(type(first), method) is getattr(Teacher, method):
-                raise ValueError(f"teacher {first.name!r} cannot lead an ensemble (no {method}); put another member first")
+                raise ValueError(
+                    f"teacher {first.name!r} cannot lead an ensemble (no {method}); put another member first"
+                )
         self.members = list(members)
         self.name = "+".join(m.name for m in members)
         self.descriptor_dim = first.descriptor_dim

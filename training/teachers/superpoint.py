@@ -348,7 +348,10 @@ class SuperPointTeacher(Teacher):
     @torch.inference_mode()
     def keypoints_from_map(self, score_map: "torch.Tensor") -> list[tuple["torch.Tensor", "torch.Tensor"]]:
         heat = max_pool_nms(score_map.float(), self.nms_radius)
-        return [select_keypoints(heat[i], self.detection_threshold, self.remove_borders, self.max_keypoints) for i in range(heat.shape[0])]
+        return [
+            select_keypoints(heat[i], self.detection_threshold, self.remove_borders, self.max_keypoints)
+            for i in range(heat.shape[0])
+        ]
 
     @torch.inference_mode()
     def describe(self, images: "torch.Tensor", keypoints: list["torch.Tensor"]) -> list["torch.Tensor"]:
