@@ -36,13 +36,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kpnet.baselines import CLASSICAL, SETTINGS, make_classical  # noqa: E402
+from kpnet.io import folder_images  # noqa: E402
 from kpnet.selection import duplicate_fraction, greedy_suppress, grid_select, topk  # noqa: E402
 
 #: ALIKED teachers (detections of their DKD head) usable as detectors.
 TEACHERS = ("aliked-n16", "aliked-t16", "aliked-n32", "aliked-n16rot")
 LEARNED = TEACHERS + ("superpoint",)
 DISTRIBUTIONS = ("topk", "grid")
-IMAGE_EXTS = (".ppm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DUP_RADIUS = 2.0
 DESCRIPTOR = "OpenCV SIFT descriptor at each keypoint, fixed size 12 px, angle 0"
 
@@ -401,10 +401,7 @@ def list_images(root: Path) -> list[Path]:
     """Image files under ``root`` (recursive), sorted by relative path."""
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    return sorted(
-        (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
+    return sorted(folder_images(root), key=lambda p: p.relative_to(root).as_posix())
 
 
 def holdout_hash(rel: str) -> float:

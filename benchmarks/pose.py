@@ -54,7 +54,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _protocol import (  # noqa: E402
-    IMAGE_EXTS,
     TEACHERS,
     Detector,
     Protocol,
@@ -66,6 +65,7 @@ from _protocol import (  # noqa: E402
 )
 
 from kpnet.baselines import CLASSICAL  # noqa: E402
+from kpnet.io import folder_images  # noqa: E402
 from kpnet.metrics import mutual_nn_matches  # noqa: E402
 from kpnet.tracking import track_points  # noqa: E402
 
@@ -111,7 +111,7 @@ class Sequence:
 
 
 def _frames(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+    return folder_images(folder, recursive=False)
 
 
 def _matrix_rows(path: Path, n: int) -> np.ndarray:

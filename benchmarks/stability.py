@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _protocol import (  # noqa: E402
-    IMAGE_EXTS,
     Detector,
     Protocol,
     add_protocol_args,
@@ -42,6 +41,7 @@ from _protocol import (  # noqa: E402
     to_gray,
 )
 
+from kpnet.io import folder_images  # noqa: E402
 from kpnet.tracking import track_points  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def read_frames(source: str) -> list[np.ndarray]:
     """Gray uint8 frames of a folder (sorted by name) or a video file."""
     p = Path(source)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+        files = folder_images(p, recursive=False)
         frames = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
         frames = [f for f in frames if f is not None]
     elif p.is_file():
