@@ -439,3 +439,16 @@ def progress(iterable=None, **kw):
     kw.setdefault("dynamic_ncols", True)
     kw.setdefault("leave", False)
     return tqdm(iterable, **kw)
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None (with a note) when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not installed; skipping the plot (pip install 'kpnet[bench]')")
+        return None
+    return plt

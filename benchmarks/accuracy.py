@@ -50,6 +50,7 @@ from _protocol import (  # noqa: E402
     known_baseline,
     parse_hw,
     progress,
+    pyplot,
 )
 
 from kpnet.baselines import CLASSICAL  # noqa: E402,F401
@@ -297,13 +298,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed; skipping the plot (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, per_k in results["detectors"].items():

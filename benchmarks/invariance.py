@@ -51,6 +51,7 @@ from _protocol import (  # noqa: E402
     list_images,
     parse_hw,
     progress,
+    pyplot,
 )
 
 from kpnet.metrics import repeatability  # noqa: E402
@@ -188,13 +189,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed; skipping the plot (pip install 'kpnet[bench]')")
+    plt = pyplot()
+    if plt is None:
         return False
     s = results["settings"]
     rot = [(n, a) for n, a, sc in s["cases"] if sc == 1.0 and a != 0.0]
