@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,21 @@ def test_export_calibrates_the_defaults_into_the_metadata(tiny_ckpt, tmp_path):
     assert "calibrated defaults" in logs[0] and "0 in all (OK)" in logs[0]
     for img in _null_frames((128, 160), 3).values():
         assert len(det.detect(img)) == 0
+    # the threshold comes from flat regions inside textured frames (1.25x, rounded up), not
+    # from whole flat frames, which the contrast floor removes
+    assert d["threshold"] == min(0.5, math.ceil(1.25 * figures["max_score_flat_region"] * 1000) / 1000)
+    assert "max_score_blank_uniform" in figures
+
+
+def test_flat_middle_rectangle_and_its_inner_box():
+    from export.calibrate import FLAT_MARGIN, with_flat_middle
+
+    img = np.random.default_rng(0).integers(0, 256, (96, 128)).astype(np.uint8)
+    out, (x0, y0, x1, y1) = with_flat_middle(img)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.all(out[24:72, 32:96] == int(round(float(img.mean()))))
+    assert np.array_equal(out[:24], img[:24]) and np.array_equal(out[:, :32], img[:, :32])
+    assert (x0, y0, x1, y1) == (32 + FLAT_MARGIN, 24 + FLAT_MARGIN, 96 - FLAT_MARGIN, 72 - FLAT_MARGIN)
 
 
 def test_vo_preset_and_grid_implies_grid(tiny_onnx, sample_bgr):
