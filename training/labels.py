@@ -587,7 +587,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--teacher",
-        help=f"teacher: {', '.join(TEACHERS)} (default aliked-n16); or an ensemble of distinct ones joined by '+', e.g. "
+        help=f"teacher: {', '.join(TEACHERS)} (default aliked-n16rot, chosen by label-level repeatability: docs/ablations.md); or an ensemble of distinct ones joined by '+', e.g. "
         "aliked-n16+aliked-n16rot: the dense map is the mean of the members' maps, keypoints are that map decoded by the "
         "first member's detector and descriptors (for LightGlue) the first member's",
     )

@@ -40,7 +40,7 @@ class TeacherConfig:
             (superpoint 4, ALIKED 2).
     """
 
-    name: str = "aliked-n16"
+    name: str = "aliked-n16rot"
     weights: Optional[str] = None
     max_keypoints: int = 1024
     detection_threshold: Optional[float] = None
