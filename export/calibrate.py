@@ -132,7 +132,7 @@ def calibrate(
         noise_contrast = max(noise_contrast, float(cell_contrast(p.batch[0, 0]).max()))
         k = det.detect(img)
         noise_score = max(noise_score, float(k.scores[0]) if len(k) else 0.0)
-    builtin = {**textured_frames(frame_hw), **_photos(None, 0, frame_hw)}
+    builtin = {**textured_frames(frame_hw), **_photos(None, 0, frame_hw)}  # synthetic + astronaut.jpg
     region_max = 0.0
     for img in builtin.values():
         region_max = max(region_max, _max_score_inside(det, *with_flat_middle(img)))
@@ -143,7 +143,7 @@ def calibrate(
         for name, img in {**flat, **noise}.items()
     }
     kept = {}
-    for name, img in {**textured_frames(frame_hw), **_photos(calib_dir, calib_num, frame_hw)}.items():
+    for name, img in {**builtin, **_photos(calib_dir, calib_num, frame_hw)}.items():
         before = len(det.detect(img))
         after = len(det.detect(img, threshold=threshold, min_contrast=min_contrast))
         kept[name] = [after, before]
